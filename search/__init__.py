@@ -1,0 +1,1 @@
+"""Search: spaces, the weight-sharing supernet, samplers, supernet training, evaluation and MCEA."""
