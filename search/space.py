@@ -173,6 +173,10 @@ class SearchSpace:
         """The supernet's layout: per stage of candidate nets, the largest block of every position."""
         raise NotImplementedError
 
+    def max_head_channels(self) -> int:
+        """Largest head conv width (0: no head conv)."""
+        return self.net_fields['head_channels']
+
     def macs(self, cand: Candidate, num_classes: int = 1000) -> int:
         return complexity(cand.net, cand.resolution, num_classes).macs
 
@@ -356,6 +360,9 @@ class ScaleNetSpace(SearchSpace):
         """Largest depth, width and kernel of the space: what the supernet allocates."""
         big = self._net([(max(st.kernels),) * max(st.depths) for st in self.stages])
         return self.scaling_rule.apply(big, self.max_depth, self.max_width)
+
+    def max_head_channels(self) -> int:
+        return self.max_net().head_channels
 
     def positions(self) -> list[list[Position]]:
         big = self.max_net()
