@@ -547,6 +547,9 @@ class ScarletSpace(SearchSpace):
                     raise SpaceError(f'candidate stage {s + off} layer {j}: not a choice of this space '
                                      f'({", ".join(c.name for c in choices)})')
                 genes.append(match[0])
+        if self.genes_to_candidate(genes) != cand:
+            raise SpaceError(f'candidate: not a net of space {self.name!r} (its stem, head, activations, extra '
+                             f'positions or resolution differ)')
         return genes
 
     def sample(self, rng: random.Random) -> Candidate:
