@@ -148,8 +148,36 @@ def _positive_int(value: Any, what: str) -> int:
     return value
 
 
+def _run_architecture(name: Any, model: str | None, config_path: Path) -> str:
+    """The architecture a run trained; a run started from ``hf-hub:``/``local-dir:`` names it in config.json."""
+    if not name:
+        raise HubError(f'{config_path}: has no "model" key')
+    name = str(name)
+    if name.startswith('local-dir:') and not model:
+        hf_config = Path(name[len('local-dir:'):]) / 'config.json'
+        try:
+            return str(json.loads(hf_config.read_text())['architecture'])
+        except (OSError, json.JSONDecodeError, KeyError) as e:
+            raise HubError(f'{config_path}: the run started from {name}, whose config.json is unreadable ({e}); '
+                           f'pass --model <architecture>') from None
+    if name.startswith(('hf-hub:', 'local-dir:')):
+        if not model:
+            raise HubError(f'{config_path}: the run started from {name}; pass --model <architecture> (the member '
+                           f'name in that repository\'s config.json)')
+        return model
+    return name
+
+
+def _run_dataset(config: dict, metrics: dict | None) -> str:
+    """metrics.json's data set name; config.yaml says only "folder" for ImageFolder trees."""
+    name = (metrics or {}).get('dataset') or config.get('dataset') or ''
+    if name in ('auto', 'folder') and config.get('data_dir'):
+        name = Path(str(config['data_dir'])).name
+    return str(name)
+
+
 def _load_run(run: Path, model: str | None, num_classes: int | None, img_size: int | None, ema: bool,
-              family: Path | None) -> ExportSource:
+              family: Path | None, dataset: str = '') -> ExportSource:
     config_path = run / 'config.yaml'
     if not config_path.is_file():
         raise HubError(f'{run}: not a run directory (no config.yaml). Pass the directory written by '
@@ -161,11 +189,12 @@ def _load_run(run: Path, model: str | None, num_classes: int | None, img_size: i
         family_path = run / family_path
     if family_path is not None:
         ensure_family(family_path)
-    run_model = config.get('model') or (metrics or {}).get('model')
-    if not run_model:
-        raise HubError(f'{config_path}: has no "model" key')
+    run_model = _run_architecture(config.get('model') or (metrics or {}).get('model'), model, config_path)
     if model and model != run_model:
         raise HubError(f'--model {model} disagrees with the run, which trained {run_model!r} ({config_path})')
+    if metrics is not None and metrics.get('finished') is False:
+        raise HubError(f'{run}: the run has not finished (metrics.json says "finished": false); wait for it, or '
+                       f'resume it with `accelerate launch -m recipes.train --resume {run}`')
     check_architecture(run_model)
     weights = run / (RUN_EMA_WEIGHTS if ema else RUN_WEIGHTS)
     if not weights.is_file():
@@ -184,7 +213,7 @@ def _load_run(run: Path, model: str | None, num_classes: int | None, img_size: i
         model_name=run_model, num_classes=run_classes, state_dict=state_dict, weights_path=weights,
         img_size=_positive_int(img_size or config.get('img_size') or scalenet_models.member_net(run_model)[1].resolution,
                                'img_size'),
-        dataset=str(config.get('dataset') or (metrics or {}).get('dataset') or ''), ema=ema,
+        dataset=dataset or _run_dataset(config, metrics), ema=ema,
         metrics=_numbers(final, f'metrics.json.{final_key}'), run_metrics=metrics, config=config,
         command=str(config.get('command') or (metrics or {}).get('command') or ''),
         family_path=family_path if family_path and _is_searched(run_model) else None, origin='run')
@@ -228,7 +257,9 @@ def load_source(source: str | Path, model: str | None = None, num_classes: int |
     if family is not None and not family.is_file():
         raise HubError(f'--family {family}: no such file (pass the family JSON, e.g. DIR/family.json)')
     if source.is_dir():
-        return _load_run(source, model, num_classes, img_size, ema, family)
+        if metrics is not None:
+            raise HubError('--metrics applies to bare weights files; a run directory records its own metrics.json')
+        return _load_run(source, model, num_classes, img_size, ema, family, dataset)
     if not source.exists():
         raise HubError(f'{source}: no such run directory or weights file')
     if ema:

@@ -218,6 +218,30 @@ def test_wrong_architecture_and_shapes_refused(tmp_path):
     _assert_refused(tmp_path, tmp_path / 'run', r'does not fit hubtest_s0 with 9 classes \(shape mismatch')
 
 
+def test_run_details_as_the_recipes_write_them(tmp_path):
+    family = tiny_family(tmp_path)
+    make_run(tmp_path / 'run', 'hubtest_s0', family=family)
+    config = yaml.safe_load((tmp_path / 'run' / 'config.yaml').read_text())
+    metrics = json.loads((tmp_path / 'run' / 'metrics.json').read_text())
+    # an ImageFolder run: config.yaml says "folder", metrics.json names the data set
+    (tmp_path / 'run' / 'config.yaml').write_text(yaml.safe_dump({**config, 'dataset': 'folder',
+                                                                   'data_dir': '/data/imagewoof', 'img_size': None}))
+    (tmp_path / 'run' / 'metrics.json').write_text(json.dumps({**metrics, 'dataset': 'imagewoof'}))
+    src = load_source(tmp_path / 'run')
+    assert (src.dataset, src.img_size) == ('imagewoof', 32)          # img_size None: the member's resolution
+    assert load_source(tmp_path / 'run', dataset='my-org/woof').dataset == 'my-org/woof'
+    with pytest.raises(HubError, match='--metrics applies to bare weights files'):
+        load_source(tmp_path / 'run', metrics={'top1': 1.0})
+    (tmp_path / 'run' / 'metrics.json').write_text(json.dumps({**metrics, 'finished': False}))
+    with pytest.raises(HubError, match='the run has not finished'):
+        load_source(tmp_path / 'run')
+    (tmp_path / 'run' / 'metrics.json').write_text(json.dumps(metrics))
+    (tmp_path / 'run' / 'config.yaml').write_text(yaml.safe_dump({**config, 'model': 'hf-hub:org/hubtest_s0.in1k'}))
+    with pytest.raises(HubError, match='started from hf-hub:org/hubtest_s0.in1k; pass --model'):
+        load_source(tmp_path / 'run')
+    assert load_source(tmp_path / 'run', model='hubtest_s0').model_name == 'hubtest_s0'
+
+
 def test_existing_output_needs_overwrite(tmp_path):
     family = tiny_family(tmp_path)
     make_run(tmp_path / 'run', 'hubtest_s0', family=family)
