@@ -24,6 +24,7 @@ class PushPlan:
     private: bool
     commit_message: str
     files: tuple[tuple[str, Path, int], ...]   # (path in repo, local file, size in bytes)
+    warnings: tuple[str, ...] = ()
 
     def operations(self) -> list:
         from huggingface_hub import CommitOperationAdd
@@ -35,6 +36,7 @@ class PushPlan:
                  f'revision:   {self.revision or "main"}', f'commit:     {self.commit_message}',
                  f'operations: {len(self.files)} x add']
         lines += [f'  add {p}  ({size:,} bytes)' for p, _, size in self.files]
+        lines += [f'warning: {w}' for w in self.warnings]
         return '\n'.join(lines)
 
 
@@ -78,8 +80,12 @@ def plan_push(folder: str | Path, repo_id: str, revision: str | None = None, pri
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise HubError(f'{folder / "config.json"}: not a timm config.json ({e}); re-export the folder') from None
     message = commit_message or f'Add {arch} weights ({num_classes} classes), exported by scalenet-models'
+    warnings = []
+    if f'hf-hub:{repo_id}"' not in (folder / 'README.md').read_text():
+        warnings.append(f'the model card\'s usage snippet names another repository; re-export with '
+                        f'--repo-id {repo_id} so that it shows the right one')
     return PushPlan(folder=folder, repo_id=repo_id, revision=revision, private=private, commit_message=message,
-                    files=tuple(files))
+                    files=tuple(files), warnings=tuple(warnings))
 
 
 def _hf_api():

@@ -127,6 +127,8 @@ def test_push_dry_run_lists_the_commit(export_dir, capsys, no_real_hub):
         size = (export_dir / name).stat().st_size
         assert f'  add {name}  ({size:,} bytes)' in out
     assert 'dry run: nothing was sent' in out
+    assert "warning: the model card's usage snippet names another repository" in out   # exported without --repo-id
+    assert plan_push(export_dir, 'your-org/export').warnings == ()
 
 
 def test_push_makes_one_commit_with_exactly_the_folder(export_dir, monkeypatch, capsys):
