@@ -15,7 +15,8 @@ from timm.models.efficientnet import EfficientNet, EfficientNetFeatures
 
 from .spec import BlockSpec, NetSpec
 
-_ACT_OPTION = {'hard_swish': 'nhs', 'relu': 'nre', 'relu6': 'nr6', 'swish': 'nsw', 'gelu': 'nge'}
+# timm's block-string activation options; an activation without one (gelu) is set on the decoded args
+_ACT_OPTION = {'hard_swish': 'nhs', 'relu': 'nre', 'relu6': 'nr6', 'swish': 'nsw'}
 
 
 def _num(x: float) -> str:
@@ -35,7 +36,7 @@ def block_string(block: BlockSpec, net_act: str) -> str:
     if block.se:
         parts.append(f'se{_num(block.se * block.expansion)}')
     act = block.act or net_act
-    if act != net_act:
+    if act != net_act and act in _ACT_OPTION:
         parts.append(_ACT_OPTION[act])
     return '_'.join(parts)
 
@@ -45,11 +46,20 @@ def arch_def(net: NetSpec) -> list[list[str]]:
     return [[block_string(b, net.act) for b in stage.blocks] for stage in net.stages]
 
 
+def block_args(net: NetSpec) -> list[list[dict]]:
+    """timm's decoded block args; a block's own activation is set here, not trusted to the string parser."""
+    args = decode_arch_def(arch_def(net))
+    for stage_args, stage in zip(args, net.stages):
+        for ba, block in zip(stage_args, stage.blocks):
+            ba['act_layer'] = get_act_layer(block.act) if block.act and block.act != net.act else None
+    return args
+
+
 def model_kwargs(net: NetSpec) -> dict:
     """Keyword arguments for ``timm.models.efficientnet.EfficientNet`` that build ``net`` exactly."""
     se_layer = partial(SqueezeExcite, gate_layer=net.se_gate, force_act_layer=get_act_layer(net.se_act))
     return dict(
-        block_args=decode_arch_def(arch_def(net)),
+        block_args=block_args(net),
         stem_size=net.stem_channels,
         num_features=net.head_channels,
         act_layer=get_act_layer(net.act),

@@ -72,6 +72,25 @@ def _family_module(name: str) -> types.ModuleType:
     return mod
 
 
+def _unregister_model(name: str, mod: types.ModuleType) -> None:
+    """Remove a model this package registered from timm's registry (timm has no public call for it)."""
+    from timm.models import _registry as reg
+
+    reg._model_entrypoints.pop(name, None)
+    module = reg._model_to_module.pop(name, None)
+    if module is not None and module in reg._module_to_models:
+        reg._module_to_models[module].discard(name)
+        if not reg._module_to_models[module]:
+            del reg._module_to_models[module]
+    for tagged in reg._model_with_tags.pop(name, []) + [name]:
+        reg._model_pretrained_cfgs.pop(tagged, None)
+        reg._model_has_pretrained.discard(tagged)
+    reg._model_default_cfgs.pop(name, None)
+    mod.default_cfgs.pop(name, None)
+    if name in mod.__all__:
+        mod.__all__.remove(name)
+
+
 def _make_entrypoint(member_name: str, module_name: str):
     def entrypoint(pretrained: bool = False, **kwargs: Any):
         return create_member(member_name, pretrained=pretrained, **kwargs)
@@ -99,9 +118,12 @@ def register_family(source: str | Path | Mapping, overwrite: bool = False) -> li
             raise SpecError(f'members: {m.name!r} is already registered; pass overwrite=True to replace it')
     if family.name in _FAMILIES and not overwrite:
         raise SpecError(f'name: family {family.name!r} is already registered; pass overwrite=True to replace it')
-    # a re-registered family may have dropped members: forget them
+    # a re-registered family may have dropped members: remove them from timm too, so the name is free again
+    keep = {m.name for m in family.members}
     for old in [n for n, f in _MEMBER_TO_FAMILY.items() if f == family.name]:
         del _MEMBER_TO_FAMILY[old]
+        if old not in keep:
+            _unregister_model(old, _family_module(family.name))
     _FAMILIES[family.name] = family
     mod = _family_module(family.name)
     by_model: dict[str, list[WeightsEntry]] = {}

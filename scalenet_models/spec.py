@@ -24,6 +24,7 @@ BLOCK_TYPES = ('ds', 'ir')
 ACTIVATIONS = ('hard_swish', 'relu', 'relu6', 'swish', 'gelu')
 SE_GATES = ('hard_sigmoid', 'sigmoid')
 CHANNEL_RULES = ('ceil', 'round8')
+MAX_MULTIPLIER = 100.0  # a depth or width multiplier beyond this is a typo, and would build an absurd network
 DEPTH_RULES = ('append_last', 'ceil_spread')
 FAMILY_FORMAT = 'scalenet-family/1'
 
@@ -64,12 +65,23 @@ def _int(value: Any, path: str, minimum: int = 1) -> int:
     return value
 
 
-def _float(value: Any, path: str, minimum: float = 0.0, strict: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+def _is_finite_number(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
+def _float(value: Any, path: str, minimum: float = 0.0, strict: bool = False, maximum: float = math.inf) -> float:
+    if not _is_finite_number(value):
         raise SpecError(f'{path}: expected a finite number, got {value!r:.60}')
     if value < minimum or (strict and value == minimum):
         bound = 'above' if strict else 'at least'
         raise SpecError(f'{path}: {value} must be {bound} {minimum}')
+    if value > maximum:
+        raise SpecError(f'{path}: {value} is above the maximum {maximum}')
     return float(value)
 
 
@@ -296,8 +308,8 @@ class MemberSpec:
         crop = d.get('crop_pct')
         return cls(
             name=name,
-            depth=_float(d.get('depth', 1.0), f'{path}.depth', 0.0, strict=True),
-            width=_float(d.get('width', 1.0), f'{path}.width', 0.0, strict=True),
+            depth=_float(d.get('depth', 1.0), f'{path}.depth', 0.0, strict=True, maximum=MAX_MULTIPLIER),
+            width=_float(d.get('width', 1.0), f'{path}.width', 0.0, strict=True, maximum=MAX_MULTIPLIER),
             resolution=_int(d.get('resolution', 224), f'{path}.resolution', 8),
             test_resolution=None if test_res is None else _int(test_res, f'{path}.test_resolution', 8),
             crop_pct=None if crop is None else _float(crop, f'{path}.crop_pct', 0.0, strict=True),
@@ -396,7 +408,7 @@ def load_json(source: str | os.PathLike | Mapping) -> Any:
         raise SpecError(f'{path}: no such file (pass a family JSON path or a dict)')
     try:
         return json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # ValueError covers JSONDecodeError
         raise SpecError(f'{path}: not valid JSON ({e})') from None
 
 
