@@ -198,8 +198,10 @@ OFFLINE_SCRIPT = textwrap.dedent('''
     import scalenet_models
     from hub.errors import HubError
     from hub.pull import check_against_manifest, pull
-    family, out = sys.argv[1], sys.argv[2]
-    scalenet_models.register_family(family)          # a searched family: registered first, then the manifest applies
+    from huggingface_hub import hf_hub_download
+    out = sys.argv[2]
+    # a searched family: registered first (as its card says), then its manifest entries apply
+    scalenet_models.register_family(hf_hub_download('org/hubtest_s0.cifar10', 'family.json'))
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     logits, report = {}, {}
     with torch.no_grad():
