@@ -1,7 +1,6 @@
 """check_export: the largest supernet-vs-export logit difference, and that it catches a broken export."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 
