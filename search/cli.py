@@ -142,22 +142,26 @@ def _fits(cand, space) -> bool:
 # demo
 
 
-def demo_space(base: str = 'scalenet', width_scale: float = 0.25) -> dict:
-    """The demo's small space: channels x ``width_scale``, resolutions x 24/224 (24..38 px), base depths 1..2."""
+def demo_space(base: str = 'scalenet', width_scale: float = 0.25, resolutions=DEMO_RESOLUTIONS,
+               max_depth: int = 2) -> dict:
+    """The demo's small space: channels x ``width_scale``, resolutions x 24/224 (24..38 px), base depths <= 2.
+
+    ``resolutions`` (one list per scaling stage) and ``max_depth`` shrink it further for tests.
+    """
     from .space import load_space
 
     raw = load_space(base, width_scale=width_scale).to_dict()
     raw['name'] = f'{base}_demo'
     if raw['kind'] == 'scaling':
         for st in raw['stages']:
-            st['depths'] = [d for d in st['depths'] if d <= 2]
-        for stage, res in zip(raw['scaling_stages'], DEMO_RESOLUTIONS):
-            stage['resolution'] = res
+            st['depths'] = [d for d in st['depths'] if d <= max_depth]
+        for stage, res in zip(raw['scaling_stages'], resolutions):
+            stage['resolution'] = list(res)
         raw.pop('base_macs', None)
     else:
-        raw['resolution'] = 32
+        raw['resolution'] = resolutions[0][0]
         for st in raw['stages']:
-            st['layers'] = min(st['layers'], 2)
+            st['layers'] = min(st['layers'], max_depth)
         raw.pop('macs_window', None)
     return raw
 

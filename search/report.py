@@ -81,6 +81,10 @@ def plot_top1_vs_macs(rows: list[dict], evaluated: list[dict], path: Path, title
         ax.annotate(r['member'].rsplit('_', 1)[-1], (r['macs'] / 1e6, r['top1']), textcoords='offset points',
                     xytext=(5, -12), fontsize=9, color='crimson')
     ax.set_xscale('log')
+    from matplotlib.ticker import FuncFormatter
+    for axis in (ax.xaxis,):
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f'{v:g}'))
+        axis.set_minor_formatter(FuncFormatter(lambda v, _: f'{v:g}' if f'{v:.1g}'[0] in '25' else ''))
     ax.set_xlabel('MACs (millions, log scale)')
     ax.set_ylabel('held-out top-1 (%), supernet weights')
     ax.set_title(title)
