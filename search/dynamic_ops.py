@@ -16,6 +16,13 @@ from scalenet_models.complexity import hidden_channels, se_channels
 from scalenet_models.spec import BlockSpec
 
 
+def take(t: torch.Tensor, *sizes: int) -> torch.Tensor:
+    """The leading ``sizes`` of ``t``'s first dims; ``t`` itself when nothing is cut (no slice in autograd)."""
+    if all(n == m for n, m in zip(sizes, t.shape)):
+        return t
+    return t[tuple(slice(0, n) for n in sizes)]
+
+
 class DynamicBatchNorm2d(nn.BatchNorm2d):
     """One BatchNorm of the largest width; a narrower input uses (and updates) the leading slice.
 
@@ -54,9 +61,9 @@ class DynamicSqueezeExcite(nn.Module):
     def forward(self, x: torch.Tensor, rd: int) -> torch.Tensor:
         c = x.shape[1]
         s = x.mean((2, 3), keepdim=True)
-        s = F.conv2d(s, self.conv_reduce.weight[:rd, :c], self.conv_reduce.bias[:rd])
+        s = F.conv2d(s, take(self.conv_reduce.weight, rd, c), take(self.conv_reduce.bias, rd))
         s = self.act1(s)
-        s = F.conv2d(s, self.conv_expand.weight[:c, :rd], self.conv_expand.bias[:c])
+        s = F.conv2d(s, take(self.conv_expand.weight, c, rd), take(self.conv_expand.bias, c))
         return x * self.gate(s)
 
     def sliced_state(self, c: int, rd: int) -> dict[str, torch.Tensor]:
@@ -153,9 +160,7 @@ class DynamicBlock(nn.Module):
         self.lets = tuple(lets)
 
     def _dw(self, x: torch.Tensor, c: int) -> torch.Tensor:
-        w = self.conv_dw.weight
-        if c != w.shape[0]:
-            w = w[:c]
+        w = take(self.conv_dw.weight, c)
         if self.k != self.max_kernel:
             s = self.k_start
             w = w[:, :, s:s + self.k, s:s + self.k]
@@ -163,7 +168,7 @@ class DynamicBlock(nn.Module):
 
     def pw_weight(self) -> torch.Tensor:
         """The active expansion weight of an ir block, with preceding stabilisers folded in."""
-        w = self.conv_pw.weight[:self.hid, :self.in_c]
+        w = take(self.conv_pw.weight, self.hid, self.in_c)
         return fold_let(w, compose_lets(self.lets, self.in_c))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -174,12 +179,12 @@ class DynamicBlock(nn.Module):
             x = self.act(self.bn2(self._dw(x, self.hid)))
             if self.rd:
                 x = self.se(x, self.rd)
-            x = self.bn3(F.conv2d(x, self.conv_pwl.weight[:self.out, :self.hid]))
+            x = self.bn3(F.conv2d(x, take(self.conv_pwl.weight, self.out, self.hid)))
         else:
             x = self.act(self.bn1(self._dw(x, self.in_c)))
             if self.rd:
                 x = self.se(x, self.rd)
-            x = self.bn2(F.conv2d(x, self.conv_pw.weight[:self.out, :self.hid]))
+            x = self.bn2(F.conv2d(x, take(self.conv_pw.weight, self.out, self.hid)))
         if self.residual:
             x = x + shortcut
         return x

@@ -22,7 +22,7 @@ from timm.models._efficientnet_builder import efficientnet_init_weights
 
 from scalenet_models.builder import build_network
 
-from .dynamic_ops import DynamicBatchNorm2d, DynamicBlock
+from .dynamic_ops import DynamicBatchNorm2d, DynamicBlock, take
 from .space import Candidate, SearchSpace, SpaceError
 
 
@@ -106,17 +106,17 @@ class SuperNet(nn.Module):
     # -- running it
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.conv_stem.weight
-        x = F.conv2d(x, w if self._stem == w.shape[0] else w[:self._stem], None, 2, 1)
+        x = F.conv2d(x, take(w, self._stem), None, 2, 1)
         x = self.act(self.bn1(x))
         for block in self._active:
             x = block(x)
         if self.conv_head is not None:
-            x = F.conv2d(x, self.conv_head.weight[:self._head, :self._last])
+            x = F.conv2d(x, take(self.conv_head.weight, self._head, self._last))
             x = self.act(self.bn2(x))
         x = F.adaptive_avg_pool2d(x, 1).flatten(1)
         if self.drop_rate > 0.0:
             x = F.dropout(x, p=self.drop_rate, training=self.training)
-        return F.linear(x, self.classifier.weight[:, :x.shape[1]], self.classifier.bias)
+        return F.linear(x, take(self.classifier.weight, self.num_classes, x.shape[1]), self.classifier.bias)
 
     # -- exporting it
     def export_state_dict(self, cand: Candidate) -> dict[str, torch.Tensor]:
