@@ -166,10 +166,11 @@ def demo_space(base: str = 'scalenet', width_scale: float = 0.25, resolutions=DE
     return raw
 
 
-def middle_window(space, fraction: float = 0.5, samples: int = 300, seed: int = 0) -> tuple[int, int]:
+def middle_window(space, fraction: float = 0.5, samples: int = 300, seed: int = 0,
+                  num_classes: int = 1000) -> tuple[int, int]:
     """The central ``fraction`` of sampled bases' MACs: the demo's base FLOPs window."""
     rng = random.Random(seed)
-    macs = sorted(space.macs(space.candidate(space.sample_base(rng), space.scaling_stages[0][0]))
+    macs = sorted(space.macs(space.candidate(space.sample_base(rng), space.scaling_stages[0][0]), num_classes)
                   for _ in range(samples))
     lo = macs[int(len(macs) * (0.5 - fraction / 2))]
     hi = macs[min(len(macs) - 1, int(len(macs) * (0.5 + fraction / 2)))]

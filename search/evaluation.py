@@ -74,6 +74,7 @@ class Evaluator:
         self._calib = _stack(data.plain, calib, settings.calib_batch_size, workers)
         self._val = _stack(data.plain, val, settings.batch_size, workers)
         self._resized: dict[int, tuple[list, list]] = {}
+        self._keys: dict = {}
 
     def _batches(self, resolution: int):
         if resolution not in self._resized:
@@ -111,7 +112,9 @@ class Evaluator:
         return 100.0 * correct / total
 
     def key(self, cand) -> str:
-        return f'{self.context}:{cand.key()}'
+        if cand not in self._keys:   # candidates hash cheaply; their sha1 key does not
+            self._keys[cand] = f'{self.context}:{cand.key()}'
+        return self._keys[cand]
 
     def cached(self, cand) -> float | None:
         return self.cache.get(self.key(cand))

@@ -224,34 +224,41 @@ class MCEA:
         self.window = tuple(window) if window else None
         self.state = SearchCheckpoint(state_path, {'search': 'mcea', 'space': space.to_dict(), 'config': _jsonable(asdict(cfg)),
                                                    **(identity or {})})
-        self._macs: dict[str, int] = {}
-        self.evaluated: dict[str, tuple[int, float, int]] = {}
+        self._cands: dict = {}
+        self._macs: dict = {}
+        self.evaluated: dict = {}
 
-    # -- helpers
-    def macs(self, cand) -> int:
-        k = cand.key()
+    # -- helpers (memoised on the hashable (base, scaling) pair: candidate keys are slow to compute)
+    def cand(self, base, scaling):
+        k = (base, scaling)
+        if k not in self._cands:
+            self._cands[k] = self.space.candidate(base, scaling)
+        return self._cands[k]
+
+    def macs_of(self, base, scaling) -> int:
+        k = (base, scaling)
         if k not in self._macs:
-            self._macs[k] = self.space.macs(cand, self.cfg.macs_classes)
+            self._macs[k] = self.space.macs(self.cand(base, scaling), self.cfg.macs_classes)
         return self._macs[k]
 
     def base_macs(self, base) -> int:
-        return self.macs(self.space.candidate(base, self.space.scaling_stages[0][0]))
+        return self.macs_of(base, self.space.scaling_stages[0][0])
 
     def in_window(self, base) -> bool:
         return self.window is None or self.window[0] <= self.base_macs(base) <= self.window[1]
 
     def off_target(self, base, scaling, stage: int) -> float:
         """|MACs / (2^s x base MACs) - 1|: 0 on target."""
-        return abs(self.macs(self.space.candidate(base, scaling)) / (2 ** stage * self.base_macs(base)) - 1)
+        return abs(self.macs_of(base, scaling) / (2 ** stage * self.base_macs(base)) - 1)
 
     def feasible(self, base, scaling, stage: int) -> bool:
         return self.off_target(base, scaling, stage) <= self.cfg.tolerance
 
-    def score(self, cands_stages: list[tuple[object, int]]) -> list[float]:
-        cands = [c for c, _ in cands_stages]
-        top1 = self.fitness.evaluate(cands)
-        for (c, s), t in zip(cands_stages, top1):
-            self.evaluated[c.key()] = (self.macs(c), float(t), s)
+    def score(self, items: list[tuple[object, object, int]]) -> list[float]:
+        """Fitness of (base, scaling, stage) members; every scored one is kept for the report."""
+        top1 = self.fitness.evaluate([self.cand(b, t) for b, t, _ in items])
+        for (b, t, s), a in zip(items, top1):
+            self.evaluated[(b, t)] = (self.macs_of(b, t), float(a), s)
         return top1
 
     def _canonical(self, genes: list[int]) -> list[int]:
@@ -287,7 +294,7 @@ class MCEA:
         off = {t: [self.off_target(b, t, stage) for b in bases] for t in grid}
         ok = [t for t in grid if min(off[t]) <= self.cfg.tolerance]
         if not ok:
-            ratios = [self.macs(self.space.candidate(b, t)) / self.base_macs(b) for t in grid for b in bases]
+            ratios = [self.macs_of(b, t) / self.base_macs(b) for t in grid for b in bases]
             raise InfeasibleError(
                 f'scaling stage {stage}: no (d, w, r) of its grid reaches the FLOPs target 2^{stage} = '
                 f'{2 ** stage}x the base within ±{self.cfg.tolerance:.0%} (the grid spans '
@@ -302,11 +309,10 @@ class MCEA:
         for s in range(1, self.num_stages):
             triples = self.stage_triples(bases, s)
             pairs = [(t, b) for t in triples for b in bases if self.feasible(b, t, s)]
-            top1 = self.score([(self.space.candidate(b, t), s) for t, b in pairs])
+            top1 = self.score([(b, t, s) for t, b in pairs])
             means = {t: float(np.mean([a for (tt, _), a in zip(pairs, top1) if tt == t])) for t in triples}
             best[s] = max(triples, key=lambda t: means[t])
-        mean_base = {b: float(np.mean(self.score([(self.space.candidate(b, best[s]), s)
-                                                   for s in range(1, self.num_stages)])))
+        mean_base = {b: float(np.mean(self.score([(b, best[s], s) for s in range(1, self.num_stages)])))
                      for b in bases if all(self.feasible(b, best[s], s) for s in best)}
         base = max(mean_base, key=mean_base.get) if mean_base else bases[0]
         return base, best, bases
@@ -324,7 +330,7 @@ class MCEA:
             bad = sum(max(0.0, self.off_target(b, scalings[s], s) - self.cfg.tolerance) for s in scalings)
             objective.append(PENALTY + bad if bad > 0 else None)
             if bad == 0:
-                todo += [(self.space.candidate(b, scalings[s]), s) for s in scalings]
+                todo += [(b, scalings[s], s) for s in scalings]
         top1 = iter(self.score(todo)) if todo else iter(())
         n = len(scalings)
         return [o if o is not None else 100.0 - float(np.mean([next(top1) for _ in range(n)])) for o in objective]
@@ -374,7 +380,7 @@ class MCEA:
         new = {}
         for s in scalings:
             grid = [t for t in self.space.scaling_stages[s] if self.feasible(base, t, s)] or [scalings[s]]
-            top1 = self.score([(self.space.candidate(base, t), s) for t in grid])
+            top1 = self.score([(base, t, s) for t in grid])
             new[s] = grid[int(np.argmax(top1))]
         return new
 
@@ -396,7 +402,7 @@ class MCEA:
     def finish(self, base, scalings: dict, history: list) -> MCEAResult:
         space = self.space
         members = [space.scaling_stages[0][0]] + [scalings[s] for s in sorted(scalings)]
-        top1 = self.score([(space.candidate(base, t), s) for s, t in enumerate(members)])
+        top1 = self.score([(base, t, s) for s, t in enumerate(members)])
         r0 = members[0].resolution
         base_m = self.base_macs(base)
         Scaling = type(members[0])
@@ -405,10 +411,10 @@ class MCEA:
             target = self.num_stages + extra
             d, w, r = extrapolate_scaling(
                 searched, [(t.depth, t.width, t.resolution) for t in members[1:self.num_stages]], r0, target,
-                lambda d, w, r: self.macs(space.candidate(base, Scaling(d, w, r))), base_m)
+                lambda d, w, r: self.macs_of(base, Scaling(d, w, r)), base_m)
             members.append(Scaling(d, w, r))
             top1.append(None)
-        macs = [self.macs(space.candidate(base, t)) for t in members]
+        macs = [self.macs_of(base, t) for t in members]
         evaluated = [{'macs': m, 'top1': a, 'stage': s} for m, a, s in self.evaluated.values()]
         fitness = float(np.mean(top1[1:self.num_stages])) if self.num_stages > 1 else float(top1[0])
         return MCEAResult(base, members, top1, macs, fitness, history, evaluated)
