@@ -50,6 +50,15 @@ _RULE_TEXT = {
 }
 
 
+# accuracy keys the card reports: a run's final evaluation, or the search's supernet evaluation
+ACCURACY_KEYS = ('top1', 'top5', 'supernet_top1', 'supernet_top5')
+
+
+def accuracy(metrics: dict[str, float]) -> tuple[float | None, float | None]:
+    """(top-1, top-5) in %, from a run's ``top1``/``top5`` or the search's ``supernet_top1``/``supernet_top5``."""
+    return (metrics.get('top1', metrics.get('supernet_top1')), metrics.get('top5', metrics.get('supernet_top5')))
+
+
 def dataset_id(dataset: str) -> str:
     """The Hub id of a dataset name used by the recipes (unknown names pass through unchanged)."""
     return HUB_DATASETS.get(dataset.strip().lower(), dataset.strip())
@@ -77,9 +86,9 @@ def front_matter(src: ExportSource, repo_name: str) -> dict[str, Any]:
     }
     if src.dataset:
         meta['datasets'] = [dataset_id(src.dataset)]
-    named = {'top1': 'Top-1 accuracy', 'top5': 'Top-5 accuracy'}
-    results = [{'type': 'accuracy', 'name': named[k], 'value': round(src.metrics[k], 4)}
-               for k in ('top1', 'top5') if k in src.metrics]
+    suffix = ' (supernet weights)' if src.origin == 'search' else ''
+    results = [{'type': 'accuracy', 'name': f'{label} accuracy{suffix}', 'value': round(value, 4)}
+               for label, value in zip(('Top-1', 'Top-5'), accuracy(src.metrics)) if value is not None]
     if results:
         meta['metrics'] = ['accuracy']
         ds = dataset_id(src.dataset) if src.dataset else 'unspecified'
@@ -97,6 +106,7 @@ def front_matter(src: ExportSource, repo_name: str) -> dict[str, Any]:
 def _results_section(src: ExportSource) -> list[str]:
     net, _ = member_net(src.model_name)
     c = complexity(net, src.img_size, src.num_classes)
+    top1, top5 = accuracy(src.metrics)
     what = {'run': 'evaluation at the end of training', 'file': 'supplied with the weights',
             'search': 'measured during the search with the inherited (supernet) weights'}[src.origin]
     lines = ['## Results', '',
@@ -105,9 +115,9 @@ def _results_section(src: ExportSource) -> list[str]:
              '`scalenet_models.complexity` (equal to `torch.utils.flop_counter`).', '',
              '| resolution | top-1 (%) | top-5 (%) | MACs | params | classes |',
              '|---:|---:|---:|---:|---:|---:|',
-             f'| {src.img_size} | {_fmt(src.metrics.get("top1"))} | {_fmt(src.metrics.get("top5"))} | '
+             f'| {src.img_size} | {_fmt(top1)} | {_fmt(top5)} | '
              f'{c.macs / 1e6:.1f} M | {c.params / 1e6:.3f} M | {src.num_classes} |']
-    extra = {k: v for k, v in src.metrics.items() if k not in ('top1', 'top5')}
+    extra = {k: v for k, v in src.metrics.items() if k not in ACCURACY_KEYS}
     if extra:
         lines += ['', 'Other recorded metrics: ' + ', '.join(f'{k} = {v:.4g}' for k, v in sorted(extra.items())) + '.']
     if not src.metrics:
@@ -193,8 +203,9 @@ def model_card(src: ExportSource, repo_id: str, pretrained_cfg: dict[str, Any]) 
     if member.notes:
         lines += ['', f'> **Note:** {member.notes}']
     if family.cfg.get('paper_name'):
-        lines += ['', f'Paper: *{family.cfg["paper_name"]}* ({family.cfg.get("paper_ids", "")}); '
-                      f'original code: {family.cfg.get("origin_url", "n/a")}.']
+        ids = f' ({family.cfg["paper_ids"]})' if family.cfg.get('paper_ids') else ''
+        code = f'; original code: {family.cfg["origin_url"]}' if family.cfg.get('origin_url') else ''
+        lines += ['', f'Paper: *{family.cfg["paper_name"]}*{ids}{code}.']
     lines += ['', *_results_section(src), '', *_scaling_section(src), '', *_usage_section(src, repo_id), '',
               '## Preprocessing', '',
               f'input {tuple(pretrained_cfg["input_size"])}, interpolation {pretrained_cfg.get("interpolation")}, '

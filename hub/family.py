@@ -14,6 +14,7 @@ from tqdm import tqdm
 from scalenet_models import get_family, load_family
 from scalenet_models.weights import WeightsEntry, load_manifest, manifest_path, save_manifest
 
+from .card import ACCURACY_KEYS
 from .errors import HubError
 from .export import ExportResult, export_model
 from .push import check_repo_id, plan_push, push_folder
@@ -55,14 +56,19 @@ def _family_dir_sources(family_dir: Path, members: list[str] | None, dataset: st
         raise HubError(f'{family_dir}: not a searched family directory (no family.json)')
     ensure_family(family_json)
     family = load_family(family_json)
-    names = members or [m.name for m in family.members]
+    have = [m.name for m in family.members if (family_dir / 'weights' / f'{m.name}.safetensors').is_file()]
+    names = members or have
     unknown = [n for n in names if n not in {m.name for m in family.members}]
     if unknown:
         raise HubError(f'--members: {", ".join(unknown)} not in family {family.name!r}')
-    missing = [n for n in names if not (family_dir / 'weights' / f'{n}.safetensors').is_file()]
-    if missing:
-        raise HubError(f'{family_dir / "weights"}: no inherited weights for {", ".join(missing)}; pass --members '
-                       f'to publish only the members that have weights')
+    missing = [n for n in names if n not in have]
+    if missing or not names:
+        raise HubError(f'{family_dir / "weights"}: no inherited weights for {", ".join(missing or ["any member"])}; '
+                       f'write them with `python -m search export`, or pass --members with members that have weights')
+    skipped = [m.name for m in family.members if m.name not in names]
+    if skipped:
+        print(f'{family.name}: publishing {", ".join(names)}; skipping {", ".join(skipped)} (no weights, or not '
+              f'in --members)')
     for name in names:
         yield name, lambda name=name: load_source(family_dir / 'weights' / f'{name}.safetensors', model=name,
                                                   family=family_json, dataset=dataset)
@@ -103,7 +109,7 @@ def publish_family(org: str, tag: str, out: str | Path, runs: dict[str, Path] | 
     published = []
     for full_tag, repo_id, src, result, plan in tqdm(exports, desc='push', unit='repo', disable=dry_run or len(exports) < 2):
         url = '' if dry_run else push_folder(plan, api=api)
-        metrics = {k: v for k, v in result.metrics.items() if k in ('top1', 'top5')}
+        metrics = {k: v for k, v in result.metrics.items() if k in ACCURACY_KEYS}
         entries[full_tag] = WeightsEntry(tag=full_tag, hf_hub_id=repo_id, sha256=result.sha256,
                                          num_classes=result.num_classes, dataset=src.dataset, metrics=metrics)
         if not dry_run:

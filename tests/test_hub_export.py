@@ -165,6 +165,16 @@ def test_bare_searched_weights_file_with_family(tmp_path):
     assert json.loads((out / 'family.json').read_text()) == TINY_FAMILY
 
 
+def test_search_metrics_in_the_card(tmp_path):
+    tiny_family(tmp_path)
+    src = ExportSource(model_name='hubtest_s0', num_classes=6, state_dict={}, weights_path=Path('w.safetensors'),
+                       img_size=32, dataset='synthetic', metrics={'supernet_top1': 29.0}, origin='search')
+    card = model_card(src, 'org/hubtest_s0.synth', timm.models.get_pretrained_cfg('hubtest_s0').to_dict())
+    result = parse_front_matter(card)['model-index'][0]['results'][0]['metrics']
+    assert result == [{'type': 'accuracy', 'name': 'Top-1 accuracy (supernet weights)', 'value': 29.0}]
+    assert '| 32 | 29.00 | – |' in card and 'Other recorded metrics' not in card
+
+
 def _assert_refused(tmp_path, source, match, **kwargs):
     before = entries(tmp_path)
     with pytest.raises(HubError, match=match):

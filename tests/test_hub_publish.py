@@ -298,14 +298,15 @@ def test_publish_searched_family_dir_dry_run(tmp_path, no_real_hub, capsys):
     assert '| 32 | 55.50 | 91.00 |' in card      # the member's search metrics from family.json
 
 
-def test_publish_family_refusals(tmp_path, no_real_hub):
+def test_publish_family_refusals(tmp_path, no_real_hub, capsys):
     family_dir = tiny_family(tmp_path).parent
     (family_dir / 'weights').mkdir()
     save_file(timm.create_model('hubtest_s0', num_classes=4).state_dict(),
               str(family_dir / 'weights' / 'hubtest_s0.safetensors'))
     kw = dict(org='org', out=tmp_path / 'exports', manifest=tmp_path / 'weights.json', dry_run=True)
-    with pytest.raises(HubError, match='no inherited weights for hubtest_s1; pass --members'):
-        publish_family(tag='t', family_dir=family_dir, **kw)
+    with pytest.raises(HubError, match='no inherited weights for hubtest_s1; write them with `python -m search '
+                                       'export`, or pass --members'):
+        publish_family(tag='t', family_dir=family_dir, members=['hubtest_s1'], **kw)
     with pytest.raises(HubError, match='--tag'):
         publish_family(tag='in.1k', family_dir=family_dir, **kw)
     with pytest.raises(HubError, match='not in family'):
@@ -313,6 +314,9 @@ def test_publish_family_refusals(tmp_path, no_real_hub):
     with pytest.raises(HubError, match='either --run'):
         publish_family(tag='t', **kw)
     assert not (tmp_path / 'exports').exists() and not (tmp_path / 'weights.json').exists()
+    # by default the members with weights are published (extrapolated members of a search have none)
+    published = publish_family(tag='t', family_dir=family_dir, **kw)
+    assert [p.tag for p in published] == ['hubtest_s0.t'] and 'skipping hubtest_s1' in capsys.readouterr().out
 
 
 def test_failed_push_leaves_manifest_with_what_was_published(tmp_path):
