@@ -103,7 +103,7 @@ KEYS: tuple[Key, ...] = (
     Key('model_ema_decay', 'float', 0.9998, 'EMA decay per update', _A),
     Key('model_ema_warmup', 'bool', False, 'ramp the EMA decay up over the first updates', _A),
     # run
-    Key('output', 'str', 'output/train', 'run directory (config.yaml, weights, metrics.json, curves.png, log.txt, '
+    Key('output', 'str', 'runs/train', 'run directory (config.yaml, weights, metrics.json, curves.png, log.txt, '
         'checkpoints/)', _R),
     Key('seed', 'int', 42, 'seed for weights, data order, augmentation, mixup and dropout', _R),
     Key('deterministic', 'bool', False, 'torch.use_deterministic_algorithms (reproducible, slower on GPU)', _R),
@@ -213,7 +213,7 @@ def build_parser(prog: str, description: str, extra: Iterable[Key] = ()) -> argp
     for key in tuple(extra) + KEYS:
         group = groups.setdefault(key.group, parser.add_argument_group(key.group))
         flags = sorted({f'--{key.name.replace("_", "-")}', f'--{key.name}'}, key=lambda f: '_' in f)
-        flags += [f'--{a.replace("_", "-")}' for a, t in ALIASES.items() if t == key.name and len(a) > 1]
+        flags += [f'--{a.replace("_", "-")}' if len(a) > 1 else f'-{a}' for a, t in ALIASES.items() if t == key.name]
         base = key.type.rstrip('?')
         help_text = f'{key.help} [{base}{", or none" if key.type.endswith("?") else ""}; default: {_help_default(key)}]'
         if key.choices:

@@ -2,7 +2,7 @@
 
     accelerate launch -m recipes.train --config recipes/configs/<recipe>.yaml [--key value ...]
     python -m recipes.train --config recipes/configs/cifar10_finetune.yaml --data-dir ~/data/cifar10
-    python -m recipes.train --resume output/my_run            (continues exactly where the run stopped)
+    python -m recipes.train --resume runs/my_run              (continues exactly where the run stopped)
 
 Every key below may be given in the YAML recipe or on the command line (--batch-size 64 or --batch_size 64);
 the command line wins. The run directory (--output) receives config.yaml, model.safetensors,
@@ -11,6 +11,7 @@ model_ema.safetensors (with --model-ema), metrics.json, curves.png, log.txt and 
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ def _mixed_precision(cfg: dict) -> str:
 
 
 def _dataset_name(cfg: dict) -> str:
-    if cfg['dataset'] in ('auto', 'folder'):
+    if cfg['dataset'] in ('auto', 'folder') and cfg['data_dir']:
         return Path(cfg['data_dir']).expanduser().resolve().name
     return cfg['dataset']
 
@@ -61,8 +62,12 @@ def _current_lr(optimizer) -> float:
     return max(g['lr'] for g in optimizer.param_groups)
 
 
-def train(cfg: dict) -> nn.Module:
-    """Run the recipe described by a resolved config; returns the trained (unwrapped) model."""
+def train(cfg: dict, splits=None) -> nn.Module:
+    """Run the recipe described by a resolved config; returns the trained (unwrapped) model.
+
+    ``splits`` (a :class:`recipes.data.Splits`) replaces the datasets named by the config, transforms
+    included: for data that already lives in Python (tensors in memory, a custom Dataset).
+    """
     from accelerate import Accelerator, DataLoaderConfiguration
     from accelerate.utils import ProjectConfiguration, set_seed
     from timm.data import Mixup, create_transform, resolve_model_data_config
@@ -85,7 +90,10 @@ def train(cfg: dict) -> nn.Module:
         log_with = [CSVTracker('train', run_dir / 'tracker')]
     else:
         log_with = None if cfg['log_with'] == 'none' else cfg['log_with']
+    # torchrun / `accelerate launch --multi_gpu` on a machine without GPUs: processes talk over gloo
+    cpu_only_ddp = int(os.environ.get('WORLD_SIZE', '1')) > 1 and not torch.cuda.is_available()
     accelerator = Accelerator(
+        cpu=cpu_only_ddp,
         mixed_precision=_mixed_precision(cfg),
         gradient_accumulation_steps=cfg['grad_accum_steps'],
         log_with=log_with,
@@ -101,7 +109,9 @@ def train(cfg: dict) -> nn.Module:
         torch.use_deterministic_algorithms(True)
 
     # data first (its class count sizes the head), transforms once the model's pretrained cfg is known
-    splits = build_splits(cfg, None, None)
+    own_data = splits is None
+    if own_data:
+        splits = build_splits(cfg, None, None)
     if cfg['num_classes'] is None:
         cfg['num_classes'] = splits.num_classes
     elif cfg['num_classes'] < splits.num_classes:
@@ -111,11 +121,12 @@ def train(cfg: dict) -> nn.Module:
     model = create_model(cfg, cfg['num_classes'])
     data_cfg = resolve_model_data_config(model, args={'img_size': cfg['img_size']} if cfg['img_size'] else None)
     cfg['img_size'] = int(data_cfg['input_size'][-1])
-    splits.train.transform = create_transform(
-        data_cfg['input_size'], is_training=True, scale=tuple(cfg['scale']), hflip=cfg['hflip'],
-        color_jitter=cfg['color_jitter'], auto_augment=cfg['aa'], interpolation=data_cfg['interpolation'],
-        mean=data_cfg['mean'], std=data_cfg['std'], re_prob=cfg['reprob'], re_mode=cfg['remode'])
-    splits.val.transform = create_transform(**data_cfg, is_training=False)
+    if own_data:
+        splits.train.transform = create_transform(
+            data_cfg['input_size'], is_training=True, scale=tuple(cfg['scale']), hflip=cfg['hflip'],
+            color_jitter=cfg['color_jitter'], auto_augment=cfg['aa'], interpolation=data_cfg['interpolation'],
+            mean=data_cfg['mean'], std=data_cfg['std'], re_prob=cfg['reprob'], re_mode=cfg['remode'])
+        splits.val.transform = create_transform(**data_cfg, is_training=False)
 
     eval_bns = freeze(model, cfg['freeze'], cfg['freeze_stages'])
     if cfg['freeze_bn']:
@@ -198,7 +209,8 @@ def train(cfg: dict) -> nn.Module:
         epoch = state.epoch
         for dl in (train_dl, val_dl):
             dl.set_epoch(epoch)
-        splits.train.set_epoch(epoch)
+        if hasattr(splits.train, 'set_epoch'):
+            splits.train.set_epoch(epoch)
         set_train_mode(model, eval_bns)
         start = state.step_in_epoch
         loader = accelerator.skip_first_batches(train_dl, start) if start else train_dl
