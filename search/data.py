@@ -24,7 +24,6 @@ from torch.utils.data import Dataset
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 TORCHVISION_DATASETS = ('cifar10', 'cifar100', 'svhn', 'stl10')
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
 
 
 class DataError(ValueError):
@@ -121,7 +120,7 @@ def image_folder(root: str | Path):
     if len(classes) < 2:
         raise DataError(f'{root}: only one class folder ({classes[0]}); a classifier needs at least two')
     try:
-        ds = ImageFolder(str(root), loader=_load_rgb, extensions=IMAGE_EXTENSIONS)
+        ds = ImageFolder(str(root), loader=_load_rgb)
     except FileNotFoundError as e:
         raise DataError(f'{root}: a class folder has no images ({e}); remove it or add images') from None
     return ds

@@ -71,6 +71,7 @@ class Evaluator:
         rng.shuffle(calib)
         calib = calib[:settings.calib_batches * settings.calib_batch_size]
         val = data.val_indices if settings.val_images is None else data.val_indices[:settings.val_images]
+        self.calib_indices, self.val_indices = calib, list(val)
         self._calib = _stack(data.plain, calib, settings.calib_batch_size, workers)
         self._val = _stack(data.plain, val, settings.batch_size, workers)
         self._resized: dict[int, tuple[list, list]] = {}
