@@ -209,6 +209,12 @@ OFFLINE_SCRIPT = textwrap.dedent('''
                      'scalenet_s0', 'hf-hub:org/scalenet_s0.cifar10'):
             model = timm.create_model(name, pretrained=True).eval()
             logits[name] = model(x).contiguous()
+    import contextlib, io
+    from hub.__main__ import main
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        report['cli_rc'] = main(['pull', 'org/hubtest_s1.cifar10'])
+    report['cli'] = printed.getvalue()
     report['pull'] = str(pull('org/hubtest_s1.cifar10'))
     report['checks'] = check_against_manifest('org/hubtest_s1.cifar10', __import__('pathlib').Path(report['pull']))
     try:
@@ -276,6 +282,9 @@ def test_publish_family_then_pretrained_true_offline(tmp_path):
     assert Path(report['pull']) == cache / 'models--org--hubtest_s1.cifar10' / 'snapshots' / ('a' * 40)
     assert report['checks'] == ['hubtest_s1.cifar10: sha256 matches the weights manifest']
     assert 'not in the local HF cache' in report['pull_error']
+    assert report['cli_rc'] == 0 and 'hubtest_s1.cifar10: sha256 matches the weights manifest' in report['cli']
+    assert 'Offline use: set HF_HUB_OFFLINE=1' in report['cli'] and 'register_family(' in report['cli']
+    assert 'timm.create_model("hubtest_s1.cifar10", pretrained=True)' in report['cli']
     assert report['missing_error'] in ('LocalEntryNotFoundError', 'PretrainedWeightsError')
 
 
