@@ -26,6 +26,7 @@ _OFFICIAL_BLOCK = {
     'mid_se.squeeze_conv.': 'se.conv_reduce.', 'mid_se.excite_conv.': 'se.conv_expand.',
     'conv3.': 'conv_pwl.', 'bn3.': 'bn3.',
 }
+_HEAD_KEYS = ('conv_head.', 'bn2.', 'classifier.')
 _MB_KEY = re.compile(r'^mb_module\.(\d+)\.(.+)$')
 
 
@@ -76,6 +77,9 @@ def checkpoint_filter_fn(state_dict: dict, model: torch.nn.Module) -> dict:
     state_dict = {k[7:] if k.startswith('module.') else k: v for k, v in state_dict.items()}
     target = model.state_dict()
     name = getattr(model, 'pretrained_cfg', {}).get('architecture') or type(model).__name__
+    if not hasattr(model, 'conv_head'):
+        # a features_only backbone: the checkpoint's head is not part of it
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(_HEAD_KEYS)}
     for key, value in target.items():
         if key.endswith('num_batches_tracked') and key not in state_dict:
             state_dict[key] = value.clone()
