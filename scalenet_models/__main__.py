@@ -23,10 +23,13 @@ def zoo_rows(family: str | None = None) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m scalenet_models', description=__doc__.split(':', 1)[1].strip())
-    parser.add_argument('--family', help='only this family (default: the whole zoo)')
+    parser.add_argument('--family', help='only this family, by family or member name (default: the whole zoo)')
     parser.add_argument('--json', action='store_true', help='print JSON instead of a table')
     args = parser.parse_args(argv)
-    rows = zoo_rows(args.family)
+    try:
+        rows = zoo_rows(args.family)
+    except KeyError as e:
+        parser.error(e.args[0])
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
