@@ -2,8 +2,12 @@
 
 Same model, batch, precision, optimizer and loss, and the same in-memory tensors (no decoding, no
 augmentation), so the ratio measures what the trainer adds: Accelerate's wrappers, the timm scheduler,
-EMA, logging and progress bars. The two are measured alternately, several rounds, and the median of
-each is reported.
+EMA, logging and progress bars. The two are measured alternately, several rounds.
+
+Two numbers per side: wall-clock images/s (the trainer's own per-epoch figure; on a shared machine it
+moves with everyone else's load) and images per CPU-second, the marginal cost of extra steps
+(CPU time of a long run minus a short one, so set-up, evaluation and saving cancel out). With one thread
+the CPU-time figure does not depend on other processes' load.
 
     nice python benchmarks/train_throughput.py --model scalenet_s0 --img-size 64 --batch-size 32 --steps 20
 """
@@ -29,7 +33,7 @@ from recipes.train import train
 
 
 def hand_loop(model_name: str, x: torch.Tensor, y: torch.Tensor, batch: int, steps: int, num_classes: int,
-              channels_last: bool) -> float:
+              channels_last: bool) -> tuple[float, float]:
     """The minimal loop: shuffled batches from memory, forward, label-smoothed CE, backward, SGD step."""
     torch.manual_seed(0)
     model = timm.create_model(model_name, num_classes=num_classes)
@@ -40,7 +44,7 @@ def hand_loop(model_name: str, x: torch.Tensor, y: torch.Tensor, batch: int, ste
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
     g = torch.Generator().manual_seed(0)
     order = torch.randperm(len(x), generator=g)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for i in range(steps):
         idx = order[i * batch:(i + 1) * batch]
         xb, yb = x[idx], y[idx]
@@ -50,11 +54,11 @@ def hand_loop(model_name: str, x: torch.Tensor, y: torch.Tensor, batch: int, ste
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return steps * batch / (time.perf_counter() - t0)
+    return steps * batch / (time.perf_counter() - t0), time.process_time() - c0
 
 
 def trainer(model_name: str, x, y, batch: int, steps: int, num_classes: int, channels_last: bool,
-            ema: bool) -> float:
+            ema: bool) -> tuple[float, float]:
     """recipes.train on the same tensors: one epoch of ``steps`` batches; its own img/s measurement."""
     cfg = defaults()
     with tempfile.TemporaryDirectory() as out:
@@ -66,9 +70,11 @@ def trainer(model_name: str, x, y, batch: int, steps: int, num_classes: int, cha
         splits = Splits(train=TensorDataset(x[:n], y[:n]), val=TensorDataset(x[:batch], y[:batch]),
                         num_classes=num_classes, classes=[str(i) for i in range(num_classes)],
                         description='in-memory tensors')
+        c0 = time.process_time()
         train(cfg, splits=splits)
+        cpu = time.process_time() - c0
         doc = json.load(open(f'{out}/metrics.json'))
-    return doc['epochs'][0]['img_per_s']
+    return doc['epochs'][0]['img_per_s'], cpu
 
 
 def main() -> None:
@@ -85,24 +91,35 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     num_classes = 10
+    short = max(2, args.steps // 4)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(args.steps * args.batch_size, 3, args.img_size, args.img_size, generator=g)
     y = torch.randint(0, num_classes, (len(x),), generator=g)
     hand_loop(args.model, x, y, args.batch_size, 3, num_classes, args.channels_last)  # warm-up
-    hand, ours = [], []
+    extra_images = (args.steps - short) * args.batch_size
+    rows = []
     for r in range(args.rounds):
-        hand.append(hand_loop(args.model, x, y, args.batch_size, args.steps, num_classes, args.channels_last))
-        ours.append(trainer(args.model, x, y, args.batch_size, args.steps, num_classes, args.channels_last,
-                            args.ema))
-        print(f'round {r + 1}: hand-written {hand[-1]:.1f} img/s, recipes.train {ours[-1]:.1f} img/s', flush=True)
-    h, o = statistics.median(hand), statistics.median(ours)
+        row = {}
+        for name, fn in (('hand', hand_loop), ('trainer', trainer)):
+            kw = dict(num_classes=num_classes, channels_last=args.channels_last)
+            if fn is trainer:
+                kw['ema'] = args.ema
+            wall, cpu_long = fn(args.model, x, y, args.batch_size, args.steps, **kw)
+            _, cpu_short = fn(args.model, x, y, args.batch_size, short, **kw)
+            row[name] = {'wall_img_per_s': wall, 'img_per_cpu_s': extra_images / (cpu_long - cpu_short)}
+        rows.append(row)
+        print(f"round {r + 1}: hand-written {row['hand']['wall_img_per_s']:.1f} img/s wall, "
+              f"{row['hand']['img_per_cpu_s']:.1f} img/CPU-s | recipes.train {row['trainer']['wall_img_per_s']:.1f} "
+              f"img/s wall, {row['trainer']['img_per_cpu_s']:.1f} img/CPU-s", flush=True)
+    med = {f'{side}_{k}': statistics.median(r[side][k] for r in rows) for side in ('hand', 'trainer')
+           for k in ('wall_img_per_s', 'img_per_cpu_s')}
     print(json.dumps({'model': args.model, 'img_size': args.img_size, 'batch_size': args.batch_size,
-                      'steps': args.steps, 'rounds': args.rounds, 'precision': 'fp32',
-                      'channels_last': args.channels_last, 'ema': args.ema,
-                      'hand_img_per_s': hand, 'trainer_img_per_s': ours, 'median_hand': h, 'median_trainer': o,
-                      'ratio': o / h, 'torch': torch.__version__, 'threads': torch.get_num_threads(),
+                      'steps': [short, args.steps], 'rounds': rows, 'precision': 'fp32',
+                      'channels_last': args.channels_last, 'ema': args.ema, 'median': med,
+                      'ratio_wall': med['trainer_wall_img_per_s'] / med['hand_wall_img_per_s'],
+                      'ratio_cpu': med['trainer_img_per_cpu_s'] / med['hand_img_per_cpu_s'],
+                      'torch': torch.__version__, 'threads': torch.get_num_threads(),
                       'machine': platform.machine()}, indent=1))
-
 
 if __name__ == '__main__':
     main()
