@@ -230,7 +230,7 @@ OFFLINE_SCRIPT = textwrap.dedent('''
 ''')
 
 
-def test_publish_family_then_pretrained_true_offline(tmp_path):
+def test_publish_family_then_pretrained_true_offline(tmp_path, monkeypatch):
     family = tiny_family(tmp_path)
     nets = {m: make_run(tmp_path / 'runs' / m, m, num_classes=5 + i, img_size=32, family=family, seed=i)
             for i, m in enumerate(('hubtest_s0', 'hubtest_s1'))}
@@ -243,15 +243,11 @@ def test_publish_family_then_pretrained_true_offline(tmp_path):
     assert [c[1] for c in fake.calls if c[0] == 'create_commit'] == ['org/hubtest_s0.cifar10', 'org/hubtest_s1.cifar10']
     # the zoo member goes through the CLI into the same manifest
     zoo_net = make_run(tmp_path / 'runs' / 'scalenet_s0', 'scalenet_s0', num_classes=3, seed=7)
-    import hub.push
-    hub.push._hf_api, saved = (lambda: fake), hub.push._hf_api
-    try:
-        os.environ['HF_TOKEN'] = SECRET
-        assert main(['publish-family', '--org', 'org', '--tag', 'cifar10', '--out', str(tmp_path / 'exports'),
-                     '--manifest', str(manifest), '--run', f'scalenet_s0={tmp_path / "runs" / "scalenet_s0"}']) == 0
-    finally:
-        hub.push._hf_api = saved
-        del os.environ['HF_TOKEN']
+    monkeypatch.setattr('hub.push._hf_api', lambda: fake)
+    monkeypatch.setenv('HF_TOKEN', SECRET)
+    assert main(['publish-family', '--org', 'org', '--tag', 'cifar10', '--out', str(tmp_path / 'exports'),
+                 '--manifest', str(manifest), '--run', f'scalenet_s0={tmp_path / "runs" / "scalenet_s0"}']) == 0
+    monkeypatch.delenv('HF_TOKEN')
     entries = load_manifest(manifest)
     assert sorted(entries) == ['hubtest_s0.cifar10', 'hubtest_s1.cifar10', 'scalenet_s0.cifar10']
     for tag, e in entries.items():
