@@ -81,6 +81,10 @@ def run_search(supernet_dir: str | Path, out: str | Path, name: str = 'searched'
                     'held-out images': len(data.val_indices), 'calibration': f'{settings.calib_batches} batches of '
                     f'{settings.calib_batch_size} training images', 'real evaluations this run': evaluator.num_evaluated,
                     'search seconds': round(time.time() - t0, 1), 'macs_classes': macs_classes})
+    for member, cand in cands.items():
+        if family.member_net(member) != cand.net:
+            raise ValueError(f'{member}: the family file would not rebuild the searched network (the space\'s '
+                             f'scaling_rule changes its channels at width 1.0); use channels "ceil" in the space file')
     rows = member_rows(family, top1, macs_classes)
     summary = {'family': str(out / 'family.json'), 'rows': rows, 'evaluations': evaluator.num_evaluated}
     if accelerator.is_main_process:
@@ -163,6 +167,8 @@ def demo_space(base: str = 'scalenet', width_scale: float = 0.25, resolutions=DE
         for st in raw['stages']:
             st['layers'] = min(st['layers'], max_depth)
         raw.pop('macs_window', None)
+        # shrunk channels are no longer multiples of 8: round8 would change them even at width 1.0
+        raw.setdefault('scaling_rule', {})['channels'] = 'ceil'
     return raw
 
 
