@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--img-size', type=_positive, help='resolution in the card and config (default: the run\'s '
                                                       'img_size, else the member\'s resolution)')
     p.add_argument('--ema', action='store_true', help='export the run\'s EMA weights (model_ema.safetensors)')
-    p.add_argument('--dataset', help='data set name shown in the card (default: what the run recorded; for a bare file: none)')
+    p.add_argument('--dataset', help='data set name shown in the card (default: what the run recorded; for a bare '
+                                     'file: none)')
     p.add_argument('--metrics', help='JSON object of metrics for a bare file, e.g. \'{"top1": 71.2}\' (default: '
                                      'the member\'s metrics in the family JSON)')
     p.add_argument('--repo-id', help='the org/name the card\'s usage snippet shows (default: your-org/<out name>)')

@@ -125,8 +125,8 @@ def _results_section(src: ExportSource) -> list[str]:
     best = (src.run_metrics or {}).get('best')
     if isinstance(best, dict) and 'top1' in best:
         which = 'of the model (not the EMA) ' if src.ema else ''
-        lines += ['', f'Best top-1 {which}during training: {_fmt(best.get("top1"))} % (epoch {best.get("epoch", "?")}); '
-                      f'the exported weights are the final ones.']
+        lines += ['', f'Best top-1 {which}during training: {_fmt(best.get("top1"))} % '
+                      f'(epoch {best.get("epoch", "?")}); the exported weights are the final ones.']
     return lines
 
 
@@ -182,7 +182,8 @@ def _training_section(src: ExportSource) -> list[str]:
         lines += [f'{len(epochs)} epoch(s); final train loss {_fmt(epochs[-1].get("train_loss"), 4)}.', '']
     if src.config:
         lines += ['<details><summary>Resolved recipe (config.yaml)</summary>', '', '```yaml',
-                  yaml.safe_dump(public_config(src.config), sort_keys=True, width=1 << 16).rstrip(), '```', '', '</details>']
+                  yaml.safe_dump(public_config(src.config), sort_keys=True, width=1 << 16).rstrip(), '```', '',
+                  '</details>']
     return lines
 
 

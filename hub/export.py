@@ -51,7 +51,8 @@ def build_source_model(src: ExportSource) -> torch.nn.Module:
         for label, items in (('shape mismatch (file vs model)', wrong), ('missing', missing),
                              ('unexpected', unexpected)):
             if items:
-                parts.append(f'{label}: {", ".join(items[:4])}' + (f' and {len(items) - 4} more' if len(items) > 4 else ''))
+                more = f' and {len(items) - 4} more' if len(items) > 4 else ''
+                parts.append(f'{label}: {", ".join(items[:4])}{more}')
         raise HubError(f'{src.weights_path} does not fit {src.model_name} with {src.num_classes} classes ('
                        + '; '.join(parts) + '). Check --model (and --family for a searched family).')
     model.load_state_dict(src.state_dict, strict=True)

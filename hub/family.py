@@ -80,7 +80,8 @@ def _run_sources(runs: dict[str, Path], family: Path | None, ema: bool):
 
 
 def publish_family(org: str, tag: str, out: str | Path, runs: dict[str, Path] | None = None,
-                   family_dir: str | Path | None = None, family: str | Path | None = None, members: list[str] | None = None,
+                   family_dir: str | Path | None = None, family: str | Path | None = None,
+                   members: list[str] | None = None,
                    dataset: str = '', ema: bool = False, manifest: str | Path | None = None, private: bool = False,
                    dry_run: bool = False, overwrite: bool = False,
                    api=None) -> list[PublishedMember]:
@@ -107,7 +108,8 @@ def publish_family(org: str, tag: str, out: str | Path, runs: dict[str, Path] | 
         result = export_model(src, out / full_tag, repo_id=repo_id, overwrite=overwrite)
         exports.append((full_tag, repo_id, src, result, plan_push(result.folder, repo_id, private=private)))
     published = []
-    for full_tag, repo_id, src, result, plan in tqdm(exports, desc='push', unit='repo', disable=dry_run or len(exports) < 2):
+    bar = tqdm(exports, desc='push', unit='repo', disable=dry_run or len(exports) < 2)
+    for full_tag, repo_id, src, result, plan in bar:
         url = '' if dry_run else push_folder(plan, api=api)
         metrics = {k: v for k, v in result.metrics.items() if k in ACCURACY_KEYS}
         entries[full_tag] = WeightsEntry(tag=full_tag, hf_hub_id=repo_id, sha256=result.sha256,

@@ -211,8 +211,8 @@ def _load_run(run: Path, model: str | None, num_classes: int | None, img_size: i
         raise HubError(f'{run / "metrics.json"}: has no "final_ema" results for the EMA weights')
     return ExportSource(
         model_name=run_model, num_classes=run_classes, state_dict=state_dict, weights_path=weights,
-        img_size=_positive_int(img_size or config.get('img_size') or scalenet_models.member_net(run_model)[1].resolution,
-                               'img_size'),
+        img_size=_positive_int(img_size or config.get('img_size')
+                               or scalenet_models.member_net(run_model)[1].resolution, 'img_size'),
         dataset=dataset or _run_dataset(config, metrics), ema=ema,
         metrics=_numbers(final, f'metrics.json.{final_key}'), run_metrics=metrics, config=config,
         command=str(config.get('command') or (metrics or {}).get('command') or ''),

@@ -141,7 +141,8 @@ def test_ema_weights_and_their_metrics(tmp_path):
     out = tmp_path / 'export'
     export_model(src, out)
     from safetensors.torch import load_file
-    exported, ema = load_file(str(out / 'model.safetensors')), load_file(str(tmp_path / 'run' / 'model_ema.safetensors'))
+    exported = load_file(str(out / 'model.safetensors'))
+    ema = load_file(str(tmp_path / 'run' / 'model_ema.safetensors'))
     assert exported.keys() == ema.keys() and all(torch.equal(exported[k], ema[k]) for k in ema)
 
 

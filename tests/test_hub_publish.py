@@ -91,7 +91,8 @@ class FakeHfApi:
     def create_commit(self, repo_id, operations, commit_message, revision=None):
         self.commits += 1
         if self.fail_on_commit == self.commits:
-            raise HfHubHTTPError('500 Server Error', response=httpx2.Response(500, request=httpx2.Request('POST', 'https://x')))
+            raise HfHubHTTPError('500 Server Error',
+                                 response=httpx2.Response(500, request=httpx2.Request('POST', 'https://x')))
         self.calls.append(('create_commit', repo_id, [(op.path_in_repo, op.path_or_fileobj) for op in operations],
                            commit_message, revision))
         return FakeCommit(repo_id)
@@ -254,7 +255,8 @@ def test_publish_family_then_pretrained_true_offline(tmp_path, monkeypatch):
         folder = tmp_path / 'exports' / tag
         assert e.hf_hub_id == f'org/{tag}' and e.file == 'model.safetensors' and e.dataset == 'cifar10'
         assert e.sha256 == sha256_file(folder / 'model.safetensors')
-    assert entries['hubtest_s1.cifar10'].num_classes == 6 and entries['hubtest_s1.cifar10'].metrics == {'top1': 61.0, 'top5': 95.0}
+    s1 = entries['hubtest_s1.cifar10']
+    assert s1.num_classes == 6 and s1.metrics == {'top1': 61.0, 'top5': 95.0}
     assert sha256_file(Path(scalenet_models.__file__).with_name('weights.json')) == packaged   # never touched
 
     cache = tmp_path / 'hf-cache'
