@@ -362,3 +362,25 @@ def test_register_family_overwrite_semantics():
 def test_register_family_name_clash_without_overwrite():
     with pytest.raises(SpecError, match="family 'scalenet' is already registered"):
         register_family(tiny_family_dict('scalenet', ('brand_new_member',)))
+
+
+def test_the_documented_example_is_valid():
+    """docs/zoo.md's example family loads, scales as described, and builds."""
+    text = (Path(__file__).resolve().parents[1] / 'docs' / 'zoo.md').read_text()
+    example = json.loads(text.split('```json\n', 1)[1].split('```', 1)[0])
+    family = FamilySpec.from_dict(example)
+    assert family.member_net('tinynet_s1').depths == (2, 3, 2)
+    from scalenet_models import build_network
+    model = build_network(family.member_net('tinynet_s0'), num_classes=3).eval()
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 3)
+
+
+def test_block_activation_override_is_built():
+    d = tiny_family_dict('actnet', ('actnet_a',))
+    d['base']['stages'][1]['blocks'][0]['act'] = 'gelu'
+    d['base']['stages'][1]['blocks'][1]['act'] = 'relu'
+    from scalenet_models import build_network
+    model = build_network(FamilySpec.from_dict(d).member_net('actnet_a'))
+    assert isinstance(model.blocks[1][0].bn1.act, timm.layers.get_act_layer('gelu'))  # timm's GELU
+    assert isinstance(model.blocks[1][1].bn1.act, torch.nn.ReLU)
+    assert isinstance(model.blocks[2][0].bn1.act, torch.nn.Hardswish)
