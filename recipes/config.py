@@ -257,6 +257,7 @@ def resolve(argv: list[str] | None = None, prog: str = 'recipes.train', descript
     parser = build_parser(prog, description)
     config_path, overrides = parse_overrides(parser, argv)
     cfg = defaults()
+    command = command_line(argv)
     resume = overrides.get('resume')
     if resume and not config_path:
         run_config = Path(resume) / 'config.yaml'
@@ -264,10 +265,12 @@ def resolve(argv: list[str] | None = None, prog: str = 'recipes.train', descript
             run_config = Path(resume).parent.parent / 'config.yaml'
         if run_config.is_file():
             cfg.update(load_yaml(run_config))
+            # the command that started the run still describes it; resuming does not change the result
+            command = (yaml.safe_load(run_config.read_text()) or {}).get('command') or command
     if config_path:
         cfg.update(load_yaml(config_path))
     cfg.update(overrides)
-    cfg['command'] = command_line(argv)
+    cfg['command'] = command
     validate(cfg)
     return cfg
 

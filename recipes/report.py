@@ -53,7 +53,10 @@ def plot_curves(history: list[dict], path: str | os.PathLike, title: str) -> Non
     axes[1].set_title('validation top-1 (%)')
     axes[2].plot(epochs, [h['lr'] for h in history], marker='o')
     axes[2].set_title('learning rate (end of epoch)')
+    from matplotlib.ticker import MaxNLocator
+    axes[0].ticklabel_format(useOffset=False, axis='y')
     for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel('epoch')
         ax.grid(alpha=0.3)
     fig.suptitle(title)

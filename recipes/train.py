@@ -181,7 +181,7 @@ def train(cfg: dict, splits=None) -> nn.Module:
     if ckpt_root.is_dir() and any(ckpt_root.glob('checkpoint_*')):
         accelerator.project_configuration.iteration = next_iteration(next(ckpt_root.glob('checkpoint_*')))
     if accelerator.is_main_process:
-        write_yaml_atomic(run_dir / 'config.yaml', cfg)
+        write_yaml_atomic(run_dir / 'config.yaml', {**cfg, 'resume': None})  # reusable as a --config
     accelerator.init_trackers('train', config={k: v if isinstance(v, (int, float, str, bool)) else str(v)
                                                for k, v in cfg.items()})
     log.info(f'{cfg["model"]} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, '

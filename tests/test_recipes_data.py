@@ -179,6 +179,15 @@ def test_fake_cifar10_loads_through_torchvision(tmp_path, monkeypatch):
     assert s.train[0][0].size == (32, 32)
 
 
+def test_timm_create_dataset_names(tmp_path, monkeypatch):
+    _write_fake_cifar10(tmp_path)
+    monkeypatch.setattr('torchvision.datasets.CIFAR10._check_integrity', lambda self: True)
+    monkeypatch.setattr('torchvision.datasets.cifar.check_integrity', lambda *a, **k: True)
+    s = build_splits(_cfg(tmp_path, dataset='torch/cifar10'), None, None)
+    assert (len(s.train), len(s.val), s.num_classes) == (30, 6, 10)
+    assert s.description.startswith('timm torch/cifar10')
+
+
 def test_cifar_recipe_uses_a_folder_copy_when_given_one(tmp_path):
     root = write_folder_dataset(tmp_path / 'cifar10', classes=2, val_name='test')
     s = build_splits(_cfg(root, dataset='cifar10'), None, None)

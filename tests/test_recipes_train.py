@@ -40,7 +40,13 @@ def family(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    """One thread: faster than two on a shared 2-core machine, and the same as the subprocesses below."""
+    """One thread: faster than two on a shared 2-core machine, and the same as the subprocesses below.
+
+    Also starts every test with a fresh Accelerate state (it is a per-process singleton).
+    """
+    from accelerate.state import AcceleratorState, GradientState
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -154,6 +160,17 @@ def test_max_train_steps_caps_updates_with_accumulation(data, family, tmp_path):
                   '--batch-size', '3'))
     m = json.loads((out / 'metrics.json').read_text())
     assert len(m['epochs']) == 1 and m['epochs'][0]['updates'] == 2 and m['finished']
+
+
+def test_bf16_channels_last_and_tensorboard(data, family, tmp_path):
+    out = tmp_path / 'bf16'
+    run(tiny_args(data, family, out, '--amp', '--amp-dtype', 'bfloat16', '--channels-last', '--log-with',
+                  'tensorboard', '--max-train-steps', '2', '--log-interval', '1'))
+    m = json.loads((out / 'metrics.json').read_text())
+    assert m['epochs'][0]['updates'] == 2 and m['final']['loss'] > 0
+    assert list((out / 'tracker').rglob('events.out.tfevents.*'))
+    model = timm.create_model(MODEL, num_classes=3)
+    model.load_state_dict(load_file(out / 'model.safetensors'))
 
 
 def test_clear_errors_for_model_weights_and_data(data, family, tmp_path, capsys):
