@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
     from timm.data import create_transform, resolve_model_data_config
     from torch.utils.data import DataLoader
 
-    import scalenet_models  # noqa: F401  (registers the zoo)
+    import scalenet_models  # registers the zoo
 
     from .config import defaults, load_yaml
     from .data import DatasetError, build_splits
@@ -131,7 +131,10 @@ def main(argv: list[str] | None = None) -> dict:
     if weights is not None and not args.run:
         num_classes = _checkpoint_classes(weights) or num_classes
     if weights is None:
-        model = timm.create_model(cfg['model'], pretrained=True)
+        try:
+            model = timm.create_model(cfg['model'], pretrained=True)
+        except scalenet_models.PretrainedWeightsError as e:
+            raise SystemExit(f'error: {e}') from None
     else:
         model = timm.create_model(cfg['model'], num_classes=num_classes)
         _load_weights(model, weights)

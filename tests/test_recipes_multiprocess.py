@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import torch
@@ -61,7 +60,6 @@ def test_two_cpu_processes_match_each_other_and_one_process(tmp_path):
     torch.set_num_threads(1)
     single = run(common + ['--batch-size', '12', '--output', str(tmp_path / 'single')]).state_dict()
     assert max_abs_diff(rank0, single) < 1e-5
-    import scalenet_models
     import timm
     from accelerate.utils import set_seed
     set_seed(3)  # the trainer's seed: the initial weights of both runs

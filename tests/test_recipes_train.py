@@ -185,6 +185,15 @@ def test_clear_errors_for_model_weights_and_data(data, family, tmp_path, capsys)
         run(tiny_args(data, family, tmp_path / 'e4', '--batch-size', '64'))
     with pytest.raises(ResumeError, match='no complete checkpoint'):
         run(tiny_args(data, family, tmp_path / 'e5', '--resume', str(tmp_path)))
+    scalenet_models.register_family(family, overwrite=True)
+    five = tmp_path / 'five.safetensors'
+    save_file(timm.create_model(MODEL, num_classes=5).state_dict(), five)
+    for argv, match in ((['--run', str(tmp_path)], 'not a run directory'),
+                        (['--model', MODEL, '--checkpoint', str(five), '--data-dir', str(data)],
+                         'predicts 5 classes but the dataset has 3'),
+                        (['--model', MODEL, '--data-dir', str(data)], 'No published weights')):
+        with pytest.raises(SystemExit, match=match):
+            evaluate.main(argv + ['--workers', '0'])
     from recipes.train import main
     with pytest.raises(SystemExit) as exit_info:
         main(['--data-dir', str(tmp_path / 'nowhere')])
