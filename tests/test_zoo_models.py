@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 
@@ -19,11 +18,9 @@ EXPECTED = ('scalenet_s0', 'scalenet_s1', 'scalenet_s2', 'scalenet_s3', 'scalene
             'scarlet_a', 'scarlet_b', 'scarlet_c', 'scarlet_a2', 'scarlet_a4')
 SMALL = 64
 TRAIN = 48  # the training-step test's input: ceil(48 / 32) = 2, so pooling still averages several positions
-# Scaled members share their base's block classes and options and differ only in depth and width, so the slowest
-# checks (TorchScript compilation, a second features_only build) run on one base and one scaled member of each
-# family; SCALENET_SLOW_TESTS=1 runs them on all eleven.
+# Scaled members share their base's block classes and options and differ only in depth and width, so the second
+# features_only build (out_indices) runs on one base and one scaled member of each family.
 REPRESENTATIVE = ('scalenet_s0', 'scalenet_s2', 'scarlet_b', 'scarlet_a2')
-SLOW_SET = ZOO if os.environ.get('SCALENET_SLOW_TESTS') == '1' else REPRESENTATIVE
 
 
 @pytest.fixture(autouse=True, scope='module')
@@ -126,7 +123,7 @@ def test_features_only(name):
     assert [o.shape[-1] for o in outs] == [math.ceil(SMALL / r) for r in info.reduction()]
 
 
-@pytest.mark.parametrize('name', SLOW_SET)
+@pytest.mark.parametrize('name', REPRESENTATIVE)
 def test_features_only_out_indices(name):
     info = timm.create_model(name, features_only=True).feature_info
     picked = timm.create_model(name, features_only=True, out_indices=(1, 3)).eval()
@@ -151,7 +148,7 @@ def scriptable_models():
     return get
 
 
-@pytest.mark.parametrize('name', SLOW_SET)
+@pytest.mark.parametrize('name', ZOO)
 def test_torchscript(name, scriptable_models):
     model = scriptable_models(name)
     scripted = torch.jit.script(model)

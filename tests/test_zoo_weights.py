@@ -274,8 +274,9 @@ def _write_official(path: Path, name: str, state_dict: dict, **kwargs) -> Path:
     return path
 
 
-@pytest.mark.parametrize('name', sorted(SKIPPED))
-@pytest.mark.parametrize('num_batches_tracked', [True, False], ids=['with_nbt', 'without_nbt'])
+# every model's layer mapping, and the file with and without num_batches_tracked
+@pytest.mark.parametrize('name, num_batches_tracked', [('scarlet_a', True), ('scarlet_b', False), ('scarlet_c', True),
+                                                       ('scarlet_c', False)])
 def test_official_checkpoint_round_trip(name, num_batches_tracked, tmp_path):
     source = _random_model(name, seed=5)
     official = to_official(name, source.state_dict(), num_batches_tracked)
