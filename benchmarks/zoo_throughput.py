@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name, batch in tqdm(jobs, desc='models', unit='run'):
         rows.append(run_child(name, batch, args))
+        if args.json_out:  # after every run, so a long benchmark that is stopped keeps what it measured
+            args.json_out.write_text(json.dumps(rows, indent=2))
     add_efficiency(rows)
     if args.json_out:
         args.json_out.write_text(json.dumps(rows, indent=2))
