@@ -167,7 +167,9 @@ def test_fx(name, scriptable_models):
     graph_module.train()
     graph_module(x).sum().backward()
     assert all(p.grad is not None for p in graph_module.parameters())
+    # the traced graph shares the model's modules: leave the shared model as the fixture made it
     model.zero_grad(set_to_none=True)
+    model.eval()
 
 
 def test_fx_feature_extraction():
