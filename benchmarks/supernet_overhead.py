@@ -3,8 +3,9 @@
 One step = zero_grad + forward + cross-entropy + backward + SGD (Nesterov, momentum 0.9, wd 4e-5),
 same batch and resolution; the supernet step also calls ``set_active`` as training does. Settings
 are resolution x batch x subnet; supernet and static steps are interleaved, the median of each is
-taken per setting, and the median ratio over settings is reported. On a shared, loaded CPU the
-ratio of the per-setting minimum times is printed too (less sensitive to other processes).
+taken per setting, and the median ratio over settings is reported. Wall time and this process's
+CPU time are both measured: on a shared, loaded CPU (with one intra-op thread) the CPU-time ratio
+is the one other processes disturb least.
 """
 from __future__ import annotations
 
@@ -47,16 +48,17 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def step_time(model, opt, x, y, device, before=None) -> float:
+def step_time(model, opt, x, y, device, before=None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one training step."""
     sync(device)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     if before is not None:
         before()
     opt.zero_grad(set_to_none=True)
     F.cross_entropy(model(x), y).backward()
     opt.step()
     sync(device)
-    return time.perf_counter() - t
+    return time.perf_counter() - t, time.process_time() - c
 
 
 def main(argv=None) -> None:
@@ -84,16 +86,18 @@ def main(argv=None) -> None:
         for _ in range(args.steps):
             ts.append(step_time(supernet, super_opt, x, y, args.device, activate))
             tt.append(step_time(static, static_opt, x, y, args.device))
-        s, t = statistics.median(ts), statistics.median(tt)
-        rows.append((r, b, space.macs(replace(cand, resolution=r)) / 1e6, s, t, s / t, min(ts) / min(tt)))
+        s, t = (statistics.median(w for w, _ in ts), statistics.median(w for w, _ in tt))
+        sc, tc = (statistics.median(c for _, c in ts), statistics.median(c for _, c in tt))
+        rows.append((r, b, space.macs(replace(cand, resolution=r)) / 1e6, s, t, s / t, sc, tc, sc / tc))
     print(f'# supernet_overhead: space={space.name} threads={args.threads} device={args.device} '
           f'torch={torch.__version__} python={platform.python_version()}')
-    print('| resolution | batch | subnet MMACs | supernet step (s) | static step (s) | ratio of medians | ratio of minima |')
-    print('|---|---|---|---|---|---|---|')
-    for r, b, m, s, t, q, qmin in rows:
-        print(f'| {r} | {b} | {m:.1f} | {s:.4f} | {t:.4f} | {q:.3f} | {qmin:.3f} |')
-    for label, ratios in (('medians', [row[5] for row in rows]), ('minima', [row[6] for row in rows])):
-        print(f'median over {len(rows)} settings of the ratio of {label}: {statistics.median(ratios):.3f} '
+    print('| resolution | batch | subnet MMACs | supernet wall (s) | static wall (s) | wall ratio '
+          '| supernet CPU (s) | static CPU (s) | CPU ratio |')
+    print('|---|---|---|---|---|---|---|---|---|')
+    for r, b, m, s, t, q, sc, tc, qc in rows:
+        print(f'| {r} | {b} | {m:.1f} | {s:.4f} | {t:.4f} | {q:.3f} | {sc:.4f} | {tc:.4f} | {qc:.3f} |')
+    for label, ratios in (('wall', [row[5] for row in rows]), ('CPU', [row[8] for row in rows])):
+        print(f'median {label}-time ratio over {len(rows)} settings: {statistics.median(ratios):.3f} '
               f'(min {min(ratios):.3f}, max {max(ratios):.3f})')
 
 
