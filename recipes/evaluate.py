@@ -45,9 +45,21 @@ def evaluate_loader(model, loader, accelerator, desc: str = 'eval', channels_las
             'loss': loss_sum.item() / count, 'images': count}
 
 
-def _load_weights(model, path: Path) -> None:
+def _load_weights(model, path: Path, name: str) -> None:
+    """Load a weights file; zoo members also accept official SCARLET checkpoints (converted on the fly)."""
+    import scalenet_models
+    from scalenet_models.checkpoints import checkpoint_filter_fn
     from timm.models import load_state_dict
     state = load_state_dict(str(path))  # safetensors, or a pickle read with weights_only=True
+    try:
+        scalenet_models.get_family(name)
+    except KeyError:
+        pass
+    else:
+        try:
+            state = checkpoint_filter_fn(state, model)
+        except scalenet_models.PretrainedWeightsError as e:
+            raise SystemExit(f'error: {path}: {e}') from None
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
@@ -137,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f'error: {e}') from None
     else:
         model = timm.create_model(cfg['model'], num_classes=num_classes)
-        _load_weights(model, weights)
+        _load_weights(model, weights, cfg['model'])
     if model.num_classes != splits.num_classes:
         raise SystemExit(f'error: the model predicts {model.num_classes} classes but the dataset has '
                          f'{splits.num_classes}; evaluate on the dataset the weights were trained for')

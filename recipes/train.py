@@ -85,7 +85,6 @@ def train(cfg: dict, splits=None) -> nn.Module:
 
     run_dir = Path(cfg['output']).expanduser()
     resume_from = find_checkpoint(cfg['resume']) if cfg['resume'] else None
-    run_dir.mkdir(parents=True, exist_ok=True)
     if cfg['log_with'] == 'csv':
         log_with = [CSVTracker('train', run_dir / 'tracker')]
     else:
@@ -103,9 +102,9 @@ def train(cfg: dict, splits=None) -> nn.Module:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg['seed']),
         step_scheduler_with_optimizer=False,
     )
-    log = make_logger(run_dir, accelerator.is_main_process)
     set_seed(cfg['seed'])
     if cfg['deterministic']:
+        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')  # cuBLAS needs it for determinism
         torch.use_deterministic_algorithms(True)
 
     # data first (its class count sizes the head), transforms once the model's pretrained cfg is known
@@ -128,6 +127,12 @@ def train(cfg: dict, splits=None) -> nn.Module:
             mean=data_cfg['mean'], std=data_cfg['std'], re_prob=cfg['reprob'], re_mode=cfg['remode'])
         splits.val.transform = create_transform(**data_cfg, is_training=False)
 
+    world = accelerator.num_processes
+    if len(splits.train) < cfg['batch_size'] * world:
+        raise DatasetError(f'{cfg["data_dir"]}: the training split has {len(splits.train)} images, fewer than one '
+                           f'global batch ({cfg["batch_size"]} x {world} processes); lower --batch-size')
+    run_dir.mkdir(parents=True, exist_ok=True)  # only once data and model are known to be usable
+    log = make_logger(run_dir, accelerator.is_main_process)
     eval_bns = freeze(model, cfg['freeze'], cfg['freeze_stages'])
     if cfg['freeze_bn']:
         eval_bns = batchnorm_layers(model)
@@ -137,10 +142,6 @@ def train(cfg: dict, splits=None) -> nn.Module:
     optimizer = create_optimizer_v2(model, opt=cfg['opt'], lr=cfg['lr'], weight_decay=cfg['weight_decay'],
                                     momentum=cfg['momentum'], layer_decay=cfg['layer_decay'], **opt_kwargs)
 
-    world = accelerator.num_processes
-    if len(splits.train) < cfg['batch_size'] * world:
-        raise DatasetError(f'{cfg["data_dir"]}: the training split has {len(splits.train)} images, fewer than one '
-                           f'global batch ({cfg["batch_size"]} x {world} processes); lower --batch-size')
     loader_seed = torch.Generator().manual_seed(cfg['seed'])  # keeps worker seeding off the global RNG
     train_dl = DataLoader(splits.train, batch_size=cfg['batch_size'], shuffle=True, drop_last=True,
                           num_workers=cfg['workers'], pin_memory=cfg['pin_mem'], generator=loader_seed)
@@ -216,7 +217,7 @@ def train(cfg: dict, splits=None) -> nn.Module:
         loader = accelerator.skip_first_batches(train_dl, start) if start else train_dl
         bar = tqdm(loader, total=batches_per_epoch, initial=start, desc=f'epoch {epoch + 1}/{num_epochs}',
                    disable=not accelerator.is_local_main_process, dynamic_ncols=True)
-        seen, t0 = 0, time.perf_counter()
+        seen, t0, cpu0 = 0, time.perf_counter(), time.process_time()
         for batch_idx, (x, y) in enumerate(bar, start=start):
             if cfg['channels_last']:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -250,14 +251,14 @@ def train(cfg: dict, splits=None) -> nn.Module:
                     and state.step_in_epoch < batches_per_epoch:
                 checkpoint()
         bar.close()
-        train_time = time.perf_counter() - t0
+        train_time, train_cpu = time.perf_counter() - t0, time.process_time() - cpu0
         fold_pending()
         train_loss = state.loss_sum / max(state.loss_count, 1)
         lr = _current_lr(optimizer)
         metrics = evaluate_loader(model, val_dl, accelerator, desc='validate', channels_last=cfg['channels_last'])
         row = {'epoch': epoch + 1, 'train_loss': train_loss, 'top1': metrics['top1'], 'top5': metrics['top5'],
                'val_loss': metrics['loss'], 'lr': lr, 'img_per_s': seen / max(train_time, 1e-9),
-               'updates': state.updates}
+               'img_per_cpu_s': seen / world / max(train_cpu, 1e-9), 'updates': state.updates}
         if ema is not None:
             ema_metrics = evaluate_loader(ema.module, val_dl, accelerator, desc='validate EMA',
                                           channels_last=cfg['channels_last'])
