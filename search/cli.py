@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .training import SAMPLINGS, TrainConfig, config_from_args, load_supernet, train_supernet
 
+DEMO_CLASSES = 4
 DEMO_RESOLUTIONS = [[24], [24, 26, 27], [29, 31, 33], [34, 36, 38]]  # the real grid x 24/224
 
 
@@ -48,7 +49,7 @@ def run_search(supernet_dir: str | Path, out: str | Path, name: str = 'searched'
                              tcfg['max_images'])
     settings = eval_settings or EvalSettings(seed=tcfg['seed'])
     evaluator = Evaluator(net, data, settings, device=accelerator.device, cache_path=out / 'fitness_cache.json',
-                          accelerator=accelerator, workers=workers)
+                          accelerator=accelerator, workers=workers, progress=progress)
     identity = {'evaluator': evaluator.context}
     t0 = time.time()
     state_path = out / 'search_state.json'
@@ -183,7 +184,7 @@ def middle_window(space, fraction: float = 0.5, samples: int = 300, seed: int = 
     return lo, hi
 
 
-def run_demo(out: str | Path, seed: int = 0, steps: int = 200, space: str = 'scalenet', dataset: str = 'synthetic',
+def run_demo(out: str | Path, seed: int = 0, steps: int = 150, space: str = 'scalenet', dataset: str = 'synthetic',
              data_dir: str | None = None, threads: int | None = 1, progress: bool = True) -> dict:
     """The whole pipeline, small: supernet training, MCEA (or NSGA-II), family, report, weights, a timm model."""
     import timm
@@ -206,7 +207,7 @@ def run_demo(out: str | Path, seed: int = 0, steps: int = 200, space: str = 'sca
     sp = load_space(out / 'space.json')
     run_dir = out / 'supernet'
     cfg = TrainConfig(space=str(out / 'space.json'), out=str(run_dir), dataset=dataset, data_dir=data_dir,
-                      synthetic_samples=3000, synthetic_classes=6, steps=steps, batch_size=32, lr=0.1,
+                      synthetic_samples=3000, synthetic_classes=DEMO_CLASSES, steps=steps, batch_size=32, lr=0.1,
                       weight_decay=4e-5, warmup_steps=max(1, steps // 20), seed=seed, threads=threads,
                       checkpoint_every=max(1, steps // 2), log_with='none', eval_candidates=0,
                       resume=(run_dir / 'checkpoints').is_dir() and not (run_dir / 'supernet.safetensors').exists())
@@ -214,19 +215,19 @@ def run_demo(out: str | Path, seed: int = 0, steps: int = 200, space: str = 'sca
         print(f'[demo] 1/3 training the supernet ({steps} steps, space {sp.name})', flush=True)
         train_supernet(cfg)
     print(f'[demo] 2/3 searching ({time.time() - t0:.0f}s so far)', flush=True)
-    settings = EvalSettings(calib_batches=3, calib_batch_size=64, val_images=300, batch_size=150, seed=seed)
+    settings = EvalSettings(calib_batches=2, calib_batch_size=64, val_images=240, batch_size=120, seed=seed)
     if sp.kind == 'scaling':
         window = middle_window(sp, seed=seed)
-        mcea = MCEAConfig(iterations=2, population=8, generations=3, init_bases=3, max_triples=3, tolerance=0.15,
-                          base_macs=window, extrapolate=2, seed=seed)
+        mcea = MCEAConfig(iterations=2, population=6, generations=2, init_bases=2, max_triples=3, grid_limit=4,
+                          tolerance=0.15, base_macs=window, extrapolate=2, seed=seed)
         summary = run_search(run_dir, out, 'demo', mcea=mcea, eval_settings=settings, progress=progress)
     else:
-        summary = run_search(run_dir, out, 'demo', nsga=NSGAConfig(population=10, generations=3, seed=seed),
+        summary = run_search(run_dir, out, 'demo', nsga=NSGAConfig(population=8, generations=3, seed=seed),
                              eval_settings=settings, progress=progress)
     print(f'[demo] 3/3 family written ({time.time() - t0:.0f}s so far)\n', flush=True)
     print(format_table(summary['rows']), '\n', flush=True)
     names = scalenet_models.register_family(out / 'family.json', overwrite=True)
-    num_classes = 6 if dataset == 'synthetic' else None
+    num_classes = DEMO_CLASSES if dataset == 'synthetic' else None
     pick = names[min(2, len(names) - 1)]
     wfile = out / 'weights' / f'{pick}.safetensors'
     if wfile.exists() and num_classes:
@@ -305,6 +306,9 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
     g.add_argument('--init-bases', type=int, default=m.init_bases, help='feasible bases sampled to initialise')
     g.add_argument('--max-triples', type=int, default=m.max_triples,
                    help='per stage, how many feasible (d, w, r) closest to the target the initialisation scores')
+    g.add_argument('--grid-limit', type=int, default=m.grid_limit,
+                   help='per stage, score only this many feasible (d, w, r) closest to the target in the grid '
+                        'search (default: the whole feasible grid, as the authors)')
     g.add_argument('--tolerance', type=float, default=m.tolerance, help='allowed |MACs / (2^s x base) - 1|')
     g.add_argument('--base-macs', type=int, nargs=2, metavar=('LOW', 'HIGH'),
                    help='base MACs window (default: the space\'s base_macs)')
@@ -353,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description='Train a small supernet on built-in synthetic images (or your data), run a short '
                                    'MCEA, write a family with report, plots and weights, and build a member with timm.')
     p.add_argument('--out', required=True, help='output folder')
-    p.add_argument('--steps', type=int, default=200, help='supernet training updates')
+    p.add_argument('--steps', type=int, default=150, help='supernet training updates')
     p.add_argument('--threads', type=int, default=1, help='torch CPU threads (0: torch\'s default)')
     p.add_argument('--seed', type=int, default=0, help='seed of everything')
     p.add_argument('--space', default='scalenet', choices=('scalenet', 'scarlet'), help='which space to shrink')
@@ -398,7 +402,8 @@ def main(argv=None) -> int:
             from .evolution import MCEAConfig, NSGAConfig
 
             mcea = MCEAConfig(iterations=args.iterations, population=args.population, generations=args.generations,
-                              init_bases=args.init_bases, max_triples=args.max_triples, tolerance=args.tolerance,
+                              init_bases=args.init_bases, max_triples=args.max_triples, grid_limit=args.grid_limit,
+                              tolerance=args.tolerance,
                               base_macs=tuple(args.base_macs) if args.base_macs else None,
                               extrapolate=args.extrapolate, macs_classes=args.macs_classes, seed=args.seed)
             nsga = NSGAConfig(population=args.population, generations=args.generations, max_macs=args.max_macs,

@@ -8,6 +8,7 @@ active candidate's resolution, so one loader serves every sampled resolution.
 """
 from __future__ import annotations
 
+import colorsys
 import hashlib
 import math
 import random
@@ -41,11 +42,12 @@ def _seed_of(*parts: Any) -> int:
 
 
 class SyntheticShapes(Dataset):
-    """Procedural, learnable images: the class sets a grating's orientation and a shape, noise does the rest.
+    """Procedural, learnable images: the class sets a colour, a grating's orientation and a shape; noise does the rest.
 
-    Class ``c`` of ``C`` draws a sinusoidal grating at angle ``pi * c / C`` (random phase, frequency and
-    colours) and, for odd-numbered halves of the classes, a bright disc instead of a dark square at a
-    random place; Gaussian noise on top. Deterministic from ``(seed, index)``: no files, no downloads.
+    Class ``c`` of ``C`` draws a sinusoidal grating at angle ``pi * c / C`` (random phase and frequency)
+    whose bright colour is jittered around hue ``c / C`` over a random dark background, and a bright
+    disc (second half of the classes) or a dark square (first half) at a random place; Gaussian noise
+    on top. Deterministic from ``(seed, index)``: no files, no downloads.
     """
 
     def __init__(self, num_samples: int = 4000, num_classes: int = 10, size: int = 64, seed: int = 0,
@@ -70,7 +72,9 @@ class SyntheticShapes(Dataset):
         angle = math.pi * c / self.num_classes + rng.normal(0, 0.05)
         freq = rng.uniform(2.5, 4.5) * math.pi
         wave = 0.5 + 0.5 * np.sin(freq * (xx * math.cos(angle) + yy * math.sin(angle)) + rng.uniform(0, 2 * math.pi))
-        fg, bg = rng.uniform(0.3, 1.0, 3), rng.uniform(0.0, 0.4, 3)
+        hue = (c / self.num_classes + rng.normal(0, 0.03)) % 1.0
+        fg = np.clip(np.array(colorsys.hsv_to_rgb(hue, 0.8, 0.95)) + rng.normal(0, 0.08, 3), 0, 1)
+        bg = rng.uniform(0.0, 0.3, 3)
         img = bg + wave[..., None] * (fg - bg)
         cy, cx = rng.uniform(-0.5, 0.5, 2)
         r = rng.uniform(0.2, 0.35)

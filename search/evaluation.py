@@ -18,6 +18,7 @@ from typing import Sequence
 
 import torch
 from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
 
 from scalenet_models.spec import write_json_atomic
 
@@ -53,9 +54,10 @@ class Evaluator:
     """Scores candidates on a supernet; ``num_evaluated`` counts real (uncached) evaluations."""
 
     def __init__(self, supernet, data: SearchData, settings: EvalSettings = EvalSettings(), device='cpu',
-                 cache_path: str | os.PathLike | None = None, accelerator=None, workers: int = 0):
+                 cache_path: str | os.PathLike | None = None, accelerator=None, workers: int = 0,
+                 progress: bool = False):
         self.supernet, self.data, self.settings, self.device = supernet, data, settings, torch.device(device)
-        self.accelerator = accelerator
+        self.accelerator, self.progress = accelerator, progress
         self.cache_path = Path(cache_path) if cache_path else None
         self.context = hashlib.sha1(json.dumps(
             [asdict(settings), weights_fingerprint(supernet), data.description, data.load_size,
@@ -131,7 +133,9 @@ class Evaluator:
         if todo:
             acc = self.accelerator
             rank, world = (acc.process_index, acc.num_processes) if acc else (0, 1)
-            mine = [(self.key(c), self.top1(c)) for c in todo[rank::world]]
+            bar = tqdm(todo[rank::world], desc=f'evaluating {len(todo)} candidates', leave=False,
+                       disable=not self.progress or rank != 0)
+            mine = [(self.key(c), self.top1(c)) for c in bar]
             if world > 1:
                 from accelerate.utils import gather_object
                 mine = gather_object(mine)

@@ -54,6 +54,7 @@ class MCEAConfig:
     generations: int = 5             # GA generations per alternation (authors: 40)
     init_bases: int = 8              # feasible bases sampled for the initialisation
     max_triples: int = 12            # per stage, the feasible (d, w, r) closest to the target that are scored
+    grid_limit: int | None = None    # (b): None scores the stage's whole feasible grid, N the N closest to target
     tolerance: float = 0.1           # |MACs / (2^s x base MACs) - 1| allowed
     base_macs: tuple[int, int] | None = None   # None: the space's window (or no window if it has none)
     extrapolate: int = 2             # members beyond the trained scaling stages
@@ -380,6 +381,10 @@ class MCEA:
         new = {}
         for s in scalings:
             grid = [t for t in self.space.scaling_stages[s] if self.feasible(base, t, s)] or [scalings[s]]
+            if self.cfg.grid_limit:
+                grid = sorted(grid, key=lambda t: (self.off_target(base, t, s), t.depth, t.width, t.resolution))
+                grid = grid[:self.cfg.grid_limit] + ([scalings[s]] if scalings[s] not in grid[:self.cfg.grid_limit]
+                                                      and self.feasible(base, scalings[s], s) else [])
             top1 = self.score([(base, t, s) for t in grid])
             new[s] = grid[int(np.argmax(top1))]
         return new
