@@ -44,12 +44,13 @@ def main() -> None:
     p.add_argument('--train-subset', type=int, default=5000, help='stratified training subset (0: all 50k)')
     p.add_argument('--val-subset', type=int, default=2000, help='stratified test subset (0: all 10k)')
     p.add_argument('--epochs', type=int, default=1, help='epochs')
+    p.add_argument('--lr', type=float, default=0.01, help='peak learning rate (cosine, no warm-up)')
     p.add_argument('--threads', type=int, default=1, help='torch threads of the training process')
     p.add_argument('--output', default='runs/bench_cifar10', help='run directory')
     a = p.parse_args()
     args = ['--config', 'recipes/configs/cifar10_finetune.yaml', '--data-dir', a.data_dir, '--model', a.model,
             '--img-size', str(a.img_size), '--train-subset', str(a.train_subset), '--val-subset', str(a.val_subset),
-            '--epochs', str(a.epochs), '--batch-size', '32', '--lr', '0.05', '--warmup-epochs', '0',
+            '--epochs', str(a.epochs), '--batch-size', '32', '--lr', str(a.lr), '--warmup-epochs', '0',
             '--workers', '1', '--output', a.output]
     command, wall = run_recipe(args, a.threads)
     print(json.dumps(summary(Path(a.output), command, wall), indent=1))
