@@ -56,7 +56,10 @@ def plot_curves(history: list[dict], path: str | os.PathLike, title: str) -> Non
     from matplotlib.ticker import MaxNLocator
     axes[0].ticklabel_format(useOffset=False, axis='y')
     for ax in axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(epochs) <= 12:
+            ax.set_xticks(epochs)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel('epoch')
         ax.grid(alpha=0.3)
     fig.suptitle(title)
