@@ -12,7 +12,7 @@ import json
 import math
 import os
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -132,7 +132,11 @@ def _float_list(value: Any, path: str) -> tuple[float, ...]:
 def _scale_raw_channels(raw: dict, width_scale: float) -> dict:
     """Shrink (or grow) every channel count of a raw space by ``width_scale`` (ceil): cheap test spaces."""
     raw = json.loads(json.dumps(raw))
-    f = lambda c: max(1, math.ceil(round(c * width_scale, 6))) if isinstance(c, int) and not isinstance(c, bool) else c
+
+    def f(c):   # non-integers are left for validation to report
+        if isinstance(c, int) and not isinstance(c, bool):
+            return max(1, math.ceil(round(c * width_scale, 6)))
+        return c
     net = raw.get('net', {})
     for key in ('stem_channels', 'head_channels'):
         if key in net and net[key]:
