@@ -21,7 +21,7 @@ def hierarchical_sample(space: SearchSpace, rng: random.Random) -> Candidate:
 def smallest(space: SearchSpace) -> Candidate:
     """Fewest layers, narrowest, smallest kernels and expansions, no SE where optional, lowest resolution."""
     if isinstance(space, ScaleNetSpace):
-        d, w, r = space._stage_lists[0]
+        d, w, r = space.stage_options(0)
         base = BaseArch(tuple(min(st.depths) for st in space.stages),
                         tuple((min(st.kernels),) * min(st.depths) for st in space.stages))
         return space.candidate(base, Scaling(min(d), min(w), min(r)))
@@ -31,7 +31,7 @@ def smallest(space: SearchSpace) -> Candidate:
 def largest(space: SearchSpace) -> Candidate:
     """Most layers, widest, largest kernels and expansions, SE on, highest resolution of the last stage."""
     if isinstance(space, ScaleNetSpace):
-        d, w, r = space._stage_lists[-1]
+        d, w, r = space.stage_options(len(space.scaling_stages) - 1)
         base = BaseArch(tuple(max(st.depths) for st in space.stages),
                         tuple((max(st.kernels),) * max(st.depths) for st in space.stages))
         return space.candidate(base, Scaling(max(d), max(w), max(r)))

@@ -299,6 +299,12 @@ class ScaleNetSpace(SearchSpace):
         scaling = self.sample_scaling(rng)
         return self.candidate(self.sample_base(rng), scaling)
 
+    def stage_options(self, stage: int) -> tuple[tuple[float, ...], tuple[float, ...], tuple[int, ...]]:
+        """The (depth, width, resolution) lists of a scaling stage."""
+        if not 0 <= stage < len(self._stage_lists):
+            raise SpaceError(f'stage: {stage} is not a scaling stage (0..{len(self._stage_lists) - 1})')
+        return self._stage_lists[stage]
+
     def stage_of(self, scaling: Scaling) -> int | None:
         """The scaling stage whose grid holds ``scaling`` (None if none does)."""
         for i, grid in enumerate(self.scaling_stages):

@@ -29,7 +29,7 @@ def test_hierarchical_stage_frequencies_follow_width_options():
     for _ in range(n):
         s = sp.sample_scaling(rng)
         stage = sp.stage_of(s)
-        d, w, r = sp._stage_lists[stage]
+        d, w, r = sp.stage_options(stage)
         assert s.depth in d and s.width in w and s.resolution in r
         counts[stage] += 1
     for stage, p in enumerate([1 / 17, 4 / 17, 5 / 17, 7 / 17]):
@@ -37,7 +37,7 @@ def test_hierarchical_stage_frequencies_follow_width_options():
         assert abs(counts[stage] / n - p) < 0.011, (stage, counts[stage] / n, p)
     # within a stage, d, w and r are uniform over its lists
     within = Counter(sp.sample_scaling(rng, stage=3).width for _ in range(7000))
-    assert set(within) == set(sp._stage_lists[3][1])
+    assert set(within) == set(sp.stage_options(3)[1]) == {1.4, 1.44, 1.48, 1.52, 1.56, 1.6, 1.64}
     assert max(within.values()) - min(within.values()) < 200
     with pytest.raises(SpaceError, match='not a scaling stage'):
         sp.sample_scaling(rng, stage=4)
