@@ -16,8 +16,10 @@ from search.training import TrainConfig, load_supernet, train_supernet
 
 @pytest.mark.xfail(strict=False, reason=(
     'known open problem: with these budgets (4,000 CIFAR-10 images, 200 updates at 24-32 px, 1 CPU thread) the '
-    'tiny ScaleNet supernet stays near chance (11-14% held-out top-1 measured) although a plain 3-layer CNN on the '
-    'same batches reaches ~30% and the supernet learns the synthetic demo data (82-86%); not yet diagnosed'))
+    'tiny ScaleNet supernet stays near chance (11-14% held-out top-1 measured). A plain 3-layer CNN on the same '
+    'batches reaches ~30% train accuracy, while a static timm model exported from the space, trained with the same '
+    'loop, also stays at 10-13%: the recipe/architecture at 32 px needs tuning; the supernet learns the synthetic '
+    'demo data (82-86%)'))
 def test_cifar10_supernet_learns(cifar10_dir, tmp_path):
     space_file = tmp_path / 'space.json'
     write_json_atomic(space_file, demo_space('scalenet', width_scale=0.25,
