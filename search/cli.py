@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict, replace
 import math
 import random
 import sys
@@ -90,6 +91,7 @@ def run_search(supernet_dir: str | Path, out: str | Path, name: str = 'searched'
     summary = {'family': str(out / 'family.json'), 'rows': rows, 'evaluations': evaluator.num_evaluated}
     if accelerator.is_main_process:
         write_json_atomic(_candidates_path(out), {k: c.to_dict() for k, c in cands.items()})
+        write_json_atomic(out / 'eval_settings.json', asdict(settings))
         write_report(out, family, rows, evaluated, context)
     if weights:
         summary['weights'] = [str(p) for p in export_weights(supernet_dir, out, net=net, space=space, data=data,
@@ -115,7 +117,9 @@ def export_weights(supernet_dir, family_dir, net=None, space=None, data=None, ev
         data = build_search_data(tcfg['dataset'], tcfg['data_dir'], tcfg['load_size'] or space.resolution_max,
                                  tcfg['val_fraction'], tcfg['seed'], tcfg['synthetic_samples'],
                                  tcfg['synthetic_classes'], tcfg['max_images'])
-        evaluator = Evaluator(net, data, EvalSettings(seed=tcfg['seed'], val_images=1))
+        saved = family_dir / 'eval_settings.json'   # recalibrate exactly as the search did
+        settings = EvalSettings(**json.loads(saved.read_text())) if saved.is_file() else EvalSettings(seed=tcfg['seed'])
+        evaluator = Evaluator(net, data, replace(settings, val_images=1))
     cpath = _candidates_path(family_dir)
     if not cpath.is_file():
         raise FileNotFoundError(f'{cpath}: missing; pass the folder written by `python -m search search --out`')

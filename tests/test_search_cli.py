@@ -136,3 +136,19 @@ def test_check_export_command(capsys):
     assert main(['check-export', '--space', 'scalenet', '--samples', '2', '--width-scale', '0.125',
                  '--resolution', '32']) == 0
     assert 'max |logit difference| over 2 candidates of scalenet' in capsys.readouterr().out
+
+
+def test_export_command_reproduces_the_searched_weights(family_dir, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    run, out, _ = family_dir
+    copy = tmp_path / 'copy'
+    shutil.copytree(out, copy)
+    shutil.rmtree(copy / 'weights')
+    assert main(['export', '--supernet', str(run), '--family-dir', str(copy)]) == 0
+    for i in range(4):
+        a = load_file(out / 'weights' / f'clitest_s{i}.safetensors')
+        b = load_file(copy / 'weights' / f'clitest_s{i}.safetensors')
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
