@@ -51,6 +51,7 @@ class TrainConfig:
     steps: int = 1000
     batch_size: int = 64                  # per process and micro-batch
     grad_accum: int = 1
+    opt: str = 'sgd'                      # timm optimizer name: sgd (Nesterov), adamw, rmsproptf, ...
     lr: float = 0.12
     momentum: float = 0.9
     weight_decay: float = 4e-5
@@ -198,7 +199,8 @@ def train_supernet(cfg: TrainConfig) -> dict:
     data = build_search_data(cfg.dataset, cfg.data_dir, load_size, cfg.val_fraction, cfg.seed,
                              cfg.synthetic_samples, cfg.synthetic_classes, cfg.max_images)
     model = SuperNet(space, num_classes=data.num_classes)
-    optimizer = create_optimizer_v2(model, 'sgd', lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt_kwargs = {'momentum': cfg.momentum} if cfg.opt in ('sgd', 'nesterov', 'momentum', 'rmsprop', 'rmsproptf') else {}
+    optimizer = create_optimizer_v2(model, cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay, **opt_kwargs)
     scheduler = CosineLRScheduler(optimizer, t_initial=cfg.steps, warmup_t=cfg.warmup_steps,
                                   warmup_lr_init=cfg.lr * 0.01, lr_min=cfg.lr * 1e-3, t_in_epochs=False)
     model, optimizer = accelerator.prepare(model, optimizer)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 
 import pytest
@@ -14,11 +15,15 @@ from search.space import load_space
 from search.training import TrainConfig, load_supernet, train_supernet
 
 
+@pytest.mark.skipif(not os.environ.get('SCALENET_RUN_SLOW'), reason=(
+    'long (5-7 minutes) and a known open problem, see the xfail reason; set SCALENET_RUN_SLOW=1 to run it'))
 @pytest.mark.xfail(strict=False, reason=(
     'known open problem: with these budgets (4,000 CIFAR-10 images, 200 updates at 24-32 px, 1 CPU thread) the '
     'tiny ScaleNet supernet stays near chance (11-14% held-out top-1 measured). A plain 3-layer CNN on the same '
     'batches reaches ~30% train accuracy, while a static timm model exported from the space, trained with the same '
-    'loop, also stays at 10-13%: the recipe/architecture at 32 px needs tuning; the supernet learns the synthetic '
+    'loop, also stays at 10-13%: the recipe/architecture at 32 px needs tuning (a static width-0.25 S0 reaches 20% '
+    'after 300 SGD and 29% after 600 AdamW updates of batch 64, but the supernet with --opt adamw, lr 5e-3, batch 64, '
+    '300 updates at 32 px still scores 12-14%); the supernet learns the synthetic '
     'demo data (82-86%)'))
 def test_cifar10_supernet_learns(cifar10_dir, tmp_path):
     space_file = tmp_path / 'space.json'
