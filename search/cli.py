@@ -88,7 +88,8 @@ def run_search(supernet_dir: str | Path, out: str | Path, name: str = 'searched'
             raise ValueError(f'{member}: the family file would not rebuild the searched network (the space\'s '
                              f'scaling_rule changes its channels at width 1.0); use channels "ceil" in the space file')
     rows = member_rows(family, top1, macs_classes)
-    summary = {'family': str(out / 'family.json'), 'rows': rows, 'evaluations': evaluator.num_evaluated}
+    summary = {'family': str(out / 'family.json'), 'rows': rows, 'evaluations': evaluator.num_evaluated,
+               'macs_classes': macs_classes}
     if accelerator.is_main_process:
         write_json_atomic(_candidates_path(out), {k: c.to_dict() for k, c in cands.items()})
         write_json_atomic(out / 'eval_settings.json', asdict(settings))
@@ -229,7 +230,7 @@ def run_demo(out: str | Path, seed: int = 0, steps: int = 150, space: str = 'sca
         summary = run_search(run_dir, out, 'demo', nsga=NSGAConfig(population=8, generations=3, seed=seed),
                              eval_settings=settings, progress=progress)
     print(f'[demo] 3/3 family written ({time.time() - t0:.0f}s so far)\n', flush=True)
-    print(format_table(summary['rows']), '\n', flush=True)
+    print(format_table(summary['rows'], summary['macs_classes']), '\n', flush=True)
     names = scalenet_models.register_family(out / 'family.json', overwrite=True)
     num_classes = DEMO_CLASSES if dataset == 'synthetic' else None
     pick = names[min(2, len(names) - 1)]
@@ -419,7 +420,7 @@ def main(argv=None) -> int:
             summary = run_search(args.supernet, args.out, args.name, mcea, nsga, settings, not args.no_weights,
                                  args.workers)
             from .report import format_table
-            print(format_table(summary['rows']))
+            print(format_table(summary['rows'], summary['macs_classes']))
             print(f'wrote {args.out}/family.json, report.md, plots'
                   + (' and weights/' if not args.no_weights else ''))
         elif args.command == 'export':

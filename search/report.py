@@ -39,9 +39,11 @@ def member_rows(family: FamilySpec, top1: Sequence[float | None], macs_classes: 
     return rows
 
 
-def format_table(rows: list[dict]) -> str:
-    """The family as a markdown table (also what the CLI prints)."""
-    lines = ['| member | d | w | resolution | depth per stage | MACs | params | supernet top-1 |',
+def format_table(rows: list[dict], macs_classes: int = 1000) -> str:
+    """The family as a markdown table (also what the CLI prints); MACs and params count a
+    ``macs_classes``-way classifier, as the FLOPs targets do."""
+    head = f'{macs_classes}-class head'
+    lines = [f'| member | d | w | resolution | depth per stage | MACs ({head}) | params ({head}) | supernet top-1 |',
              '|---|---|---|---|---|---|---|---|']
     for r in rows:
         top1 = f'{r["top1"]:.2f}%' if r['top1'] is not None else 'extrapolated'
@@ -134,7 +136,7 @@ def write_report(out: Path, family: FamilySpec, rows: list[dict], evaluated: lis
     lines = [f'# Searched family `{family.name}`', '',
              f'MACs and params at {context.get("macs_classes", 1000)} classes; top-1 is the held-out accuracy with '
              f'weights inherited from the supernet after BN recalibration (a ranking signal, not a trained '
-             f'model\'s accuracy).', '', format_table(rows), '']
+             f'model\'s accuracy).', '', format_table(rows, context.get('macs_classes', 1000)), '']
     if any(r['top1'] is None for r in rows):
         lines += ['Extrapolated members lie beyond the trained scaling stages: each multiplier follows a '
                   'least-squares fit of log(multiplier) against the scaling stage, walked until the MACs reach '

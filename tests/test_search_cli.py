@@ -92,7 +92,7 @@ def test_inherited_weights_load_with_timm_and_match_the_supernet(family_dir):
 def test_report_and_plots(family_dir):
     _, out, _ = family_dir
     text = (out / 'report.md').read_text()
-    assert '| member | d | w | resolution | depth per stage | MACs | params | supernet top-1 |' in text
+    assert '| member | d | w | resolution | depth per stage | MACs (10-class head) | params (10-class head) | supernet top-1 |' in text
     assert all(f'| clitest_s{i} |' in text for i in range(6)) and 'extrapolated' in text
     for png in ('top1_vs_macs.png', 'scaling_strategy.png'):
         with Image.open(out / png) as im:
