@@ -9,11 +9,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from scalenet_models.spec import write_json_atomic
 
@@ -93,20 +91,6 @@ def check_pickles_safe(checkpoint: Path) -> None:
                               f'written by recipes.train or has been altered, so it is not unpickled') from None
 
 
-def save_safetensors_atomic(state_dict: dict, path: str | os.PathLike, metadata: dict | None = None) -> None:
-    """Contiguous CPU tensors to safetensors through a temp file and rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to('cpu').contiguous() for k, v in state_dict.items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={k: str(v) for k, v in (metadata or {}).items()})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def load_json(path: str | os.PathLike) -> dict:

@@ -10,12 +10,13 @@ import difflib
 import os
 import shlex
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import yaml
+
+from scalenet_models.atomic import write_text_atomic
 
 
 class ConfigError(ValueError):
@@ -302,17 +303,7 @@ def command_line(argv: list[str]) -> str:
 
 
 def write_yaml_atomic(path: str | os.PathLike, cfg: Mapping) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w') as f:
-            yaml.safe_dump(dict(cfg), f, sort_keys=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text_atomic(path, yaml.safe_dump(dict(cfg), sort_keys=False))
 
 
 def markdown_table() -> str:

@@ -4,11 +4,11 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 from accelerate.tracking import GeneralTracker, on_main_process
 
+from scalenet_models.atomic import atomic_path
 from scalenet_models.spec import write_json_atomic
 
 
@@ -64,16 +64,11 @@ def plot_curves(history: list[dict], path: str | os.PathLike, title: str) -> Non
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.png')
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def make_logger(run_dir: Path, enabled: bool) -> logging.Logger:

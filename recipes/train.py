@@ -289,7 +289,7 @@ def train(cfg: dict, splits=None) -> nn.Module:
 
 def _write_outputs(cfg: dict, run_dir: Path, state, model: nn.Module, ema, final: bool) -> None:
     """metrics.json and curves.png after every epoch; the weight files once training is over."""
-    from .checkpoint import save_safetensors_atomic
+    from scalenet_models.atomic import save_safetensors_atomic
     from .report import metrics_document, plot_curves, write_metrics
 
     last = state.history[-1]

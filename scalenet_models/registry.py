@@ -14,7 +14,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
-import timm
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._builder import _resolve_pretrained_source, resolve_pretrained_cfg

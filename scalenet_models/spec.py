@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from copy import deepcopy
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -418,18 +417,9 @@ def load_family(source: str | os.PathLike | Mapping) -> FamilySpec:
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write JSON through a temp file and rename, so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w') as f:
-            json.dump(obj, f, indent=2)
-            f.write('\n')
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from .atomic import write_text_atomic
+
+    write_text_atomic(path, json.dumps(obj, indent=2) + '\n')
 
 
 def save_family(family: FamilySpec, path: str | os.PathLike) -> None:

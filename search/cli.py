@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict, replace
-import math
 import random
 import sys
 import time
@@ -38,7 +37,7 @@ def run_search(supernet_dir: str | Path, out: str | Path, name: str = 'searched'
     from .data import build_search_data
     from .evaluation import EvalSettings, Evaluator
     from .evolution import MCEA, MCEAConfig, NSGAConfig, nsga2_search
-    from .report import member_rows, save_member_weights, write_report
+    from .report import member_rows, write_report
 
     if not name.isidentifier() or name != name.lower():
         raise ValueError(f'--name: {name!r} must be a lower-case Python identifier (it prefixes timm model names)')

@@ -5,27 +5,20 @@ file that the zoo or the hub would read.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
+from scalenet_models.atomic import atomic_path, write_text_atomic
 from scalenet_models.complexity import complexity
 from scalenet_models.spec import FamilySpec, save_family
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    with os.fdopen(fd, 'w') as f:
-        f.write(text)
-    os.replace(tmp, path)
+_atomic_text = write_text_atomic
 
 
 def _atomic_png(fig, path: Path) -> None:
-    tmp = path.with_name(f'.{path.stem}.tmp.png')
-    fig.savefig(tmp, dpi=110, bbox_inches='tight')
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches='tight')
 
 
 def member_rows(family: FamilySpec, top1: Sequence[float | None], macs_classes: int = 1000) -> list[dict]:
@@ -156,7 +149,7 @@ def write_report(out: Path, family: FamilySpec, rows: list[dict], evaluated: lis
 
 def save_member_weights(out: Path, name: str, state: dict, num_classes: int) -> Path:
     """Inherited weights of one member as ``out/weights/<name>.safetensors`` (timm keys)."""
-    from .training import save_safetensors_atomic
+    from scalenet_models.atomic import save_safetensors_atomic
 
     path = Path(out) / 'weights' / f'{name}.safetensors'
     save_safetensors_atomic(state, path, metadata={'num_classes': str(num_classes), 'source': 'supernet'})

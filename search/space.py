@@ -436,7 +436,6 @@ class ScarletSpace(SearchSpace):
             StageSpec.from_dict({'blocks': [b.to_dict() for b in self.fixed_blocks]}, 'fixed_blocks')
         defaults = self._parse_choices(raw['choices'], 'choices', None)
         self._stages = []   # per searchable stage: (out_channels, stride, [choices per layer])
-        in_chs = self.fixed_blocks[-1].out_channels if self.fixed_blocks else self.net_fields['stem_channels']
         stages = _list(raw['stages'], 'stages')
         for i, s in enumerate(stages):
             path = f'stages[{i}]'
@@ -454,7 +453,6 @@ class ScarletSpace(SearchSpace):
                        for e in opts['expansions'] for k in opts['kernels'] for se in opts['se']]
                 layer_choices.append(ops + [_Choice('skip')] * can_skip)
             self._stages.append((out, stride, opts, layer_choices))
-            in_chs = out
         self._layers = [(s, j) for s, st in enumerate(self._stages) for j in range(len(st[3]))]
         self.num_genes = len(self._layers)
         self.macs_window = None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import random
 import shutil
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from scalenet_models.atomic import save_safetensors_atomic
 from scalenet_models.spec import write_json_atomic
 
 from .data import StepBatchSampler, build_search_data, resize_batch
@@ -151,14 +151,6 @@ def _save_checkpoint(accelerator, out: Path, step: int, keep: int) -> None:
     accelerator.wait_for_everyone()
 
 
-def save_safetensors_atomic(state: dict, path: Path, metadata: dict | None = None) -> None:
-    """safetensors file written to a temp name and renamed."""
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.tmp')
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
 
 
 def train_supernet(cfg: TrainConfig) -> dict:

@@ -11,7 +11,6 @@ from scalenet_models.spec import write_json_atomic
 from search.cli import demo_space
 from search.data import build_search_data
 from search.evaluation import EvalSettings, Evaluator
-from search.space import load_space
 from search.training import TrainConfig, load_supernet, train_supernet
 
 

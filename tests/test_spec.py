@@ -1,7 +1,6 @@
 """The architecture spec: JSON round trips, validation messages, a fuzz of the loader, run-time registration."""
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
