@@ -12,6 +12,7 @@ import json
 import math
 import os
 import random
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -148,7 +149,7 @@ def _scale_raw_channels(raw: dict, width_scale: float) -> dict:
     return raw
 
 
-class SearchSpace:
+class SearchSpace(ABC):
     """Common base: name, kind, gene bounds for pymoo, sampling, analytic MACs, a dict for checkpoints."""
     name: str
     kind: str
@@ -167,15 +168,17 @@ class SearchSpace:
                               'base': {'stem_channels': 8, 'stages': [{'blocks': [{'kernel': 3, 'out_channels': 8}]}]},
                               'members': [{'name': 'check'}]})
 
+    @abstractmethod
     def gene_bounds(self) -> tuple[list[int], list[int]]:
-        raise NotImplementedError
+        """Implemented by each kind of space."""
 
+    @abstractmethod
     def sample(self, rng: random.Random) -> Candidate:
-        raise NotImplementedError
+        """Implemented by each kind of space."""
 
+    @abstractmethod
     def positions(self) -> list[list[Position]]:
         """The supernet's layout: per stage of candidate nets, the largest block of every position."""
-        raise NotImplementedError
 
     def max_head_channels(self) -> int:
         """Largest head conv width (0: no head conv)."""
