@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,3 +34,12 @@ def unpacked_dataset(name: str) -> Path:
 @pytest.fixture(scope='session')
 def cifar10_dir() -> Path:
     return unpacked_dataset('cifar10')
+
+
+@pytest.fixture(scope='module')
+def one_torch_thread():
+    """One intra-op thread for a module: on a small shared CPU, oversubscribed threads make tests many times slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -2,19 +2,13 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from search.export import check_export
 from search.space import load_space
 from search.supernet import SuperNet
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 @pytest.mark.parametrize('name', ['scalenet', 'scarlet'])

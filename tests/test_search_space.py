@@ -22,13 +22,7 @@ SCARLET_C = ['MB3_K5_SE', 'MB3_K3_SE', 'MB3_K5_SE', 'skip', 'skip', 'MB3_K3', 'M
              'MB6_K3_SE', 'MB6_K7_SE', 'MB6_K5_SE']
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    # two shared cores: one intra-op thread is many times faster than two competing ones
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def raw(name: str) -> dict:

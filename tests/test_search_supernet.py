@@ -19,13 +19,7 @@ from search.space import Candidate, SpaceError, load_space
 from search.supernet import SuperNet
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    # two shared cores: one intra-op thread is many times faster than two competing ones
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def ready_supernet(name: str, width_scale: float | None = 0.25, seed: int = 0):

@@ -5,7 +5,6 @@ from dataclasses import replace
 
 import pytest
 import timm
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,13 +29,7 @@ SCARLET_REFERENCE = {
 }
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """One intra-op thread: on a small shared CPU, oversubscribed threads make these tests many times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 @pytest.mark.parametrize('name', sorted(SCALENET_REFERENCE))

@@ -23,13 +23,7 @@ TRAIN = 48  # the training-step test's input: ceil(48 / 32) = 2, so pooling stil
 REPRESENTATIVE = ('scalenet_s0', 'scalenet_s2', 'scarlet_b', 'scarlet_a2')
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """One intra-op thread: on a small shared CPU, oversubscribed threads make these tests many times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def test_the_zoo_has_all_eleven_models():

@@ -20,13 +20,7 @@ from scalenet_models.weights import MANIFEST_FORMAT, WeightsEntry, load_manifest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """One intra-op thread: on a small shared CPU, oversubscribed threads make these tests many times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def _random_model(name: str, seed: int = 0, **kwargs):
