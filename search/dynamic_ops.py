@@ -126,6 +126,10 @@ class DynamicBlock(nn.Module):
         self.let = nn.Parameter(torch.eye(in_channels)) if skippable else None
         self.configure(in_channels, block, net_act)
 
+    def last_bn(self) -> DynamicBatchNorm2d:
+        """The BN that closes the branch (before the residual add)."""
+        return self.bn3 if self.type == 'ir' else self.bn2
+
     def active_shape(self, in_c: int, block: BlockSpec, net_act: str) -> tuple[int, int, int, int]:
         """(hidden, out, kernel, se width) of ``block`` on ``in_c`` inputs; a clear error if it does not fit."""
         hid, rd = hidden_channels(in_c, block), 0
