@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from .training import SAMPLINGS, TrainConfig, config_from_args, load_supernet, train_supernet
+from .training import SAMPLINGS, TrainConfig, config_from_args, cpu_only_ddp, load_supernet, train_supernet
 
 DEMO_CLASSES = 4
 DEMO_RESOLUTIONS = [[24], [24, 26, 27], [29, 31, 33], [34, 36, 38]]  # the real grid x 24/224
@@ -41,7 +41,7 @@ def run_search(supernet_dir: str | Path, out: str | Path, name: str = 'searched'
 
     if not name.isidentifier() or name != name.lower():
         raise ValueError(f'--name: {name!r} must be a lower-case Python identifier (it prefixes timm model names)')
-    accelerator = Accelerator()
+    accelerator = Accelerator(cpu=cpu_only_ddp())
     out = Path(out)
     net, space, tcfg = load_supernet(supernet_dir, device=accelerator.device)
     data = build_search_data(tcfg['dataset'], tcfg['data_dir'], tcfg['load_size'] or space.resolution_max,
@@ -81,7 +81,8 @@ def run_search(supernet_dir: str | Path, out: str | Path, name: str = 'searched'
     context.update({'space': space.name, 'supernet': str(supernet_dir), 'data': data.description,
                     'held-out images': len(data.val_indices), 'calibration': f'{settings.calib_batches} batches of '
                     f'{settings.calib_batch_size} training images', 'real evaluations this run': evaluator.num_evaluated,
-                    'search seconds': round(time.time() - t0, 1), 'macs_classes': macs_classes})
+                    'search seconds': round(time.time() - t0, 1), 'processes': accelerator.num_processes,
+                    'macs_classes': macs_classes})
     for member, cand in cands.items():
         if family.member_net(member) != cand.net:
             raise ValueError(f'{member}: the family file would not rebuild the searched network (the space\'s '

@@ -153,6 +153,15 @@ def _save_checkpoint(accelerator, out: Path, step: int, keep: int) -> None:
 
 
 
+def cpu_only_ddp() -> bool:
+    """Launched as several processes (torchrun, ``accelerate launch --multi_gpu``) on a machine without GPUs.
+
+    Accelerate then needs ``cpu=True``: otherwise each process runs alone as process 0 of 1 (no gradient
+    sync, every process writing the same files); with it they talk over gloo.
+    """
+    return int(os.environ.get('WORLD_SIZE', '1')) > 1 and not torch.cuda.is_available()
+
+
 def train_supernet(cfg: TrainConfig) -> dict:
     """Train (or resume) a supernet into ``cfg.out``; returns the run summary written to train_metrics.json."""
     from accelerate import Accelerator
@@ -181,11 +190,8 @@ def train_supernet(cfg: TrainConfig) -> dict:
         raise ResumeError(f'{out} already holds a supernet run; pass --resume to continue it or choose another --out')
 
     log_with = None if cfg.log_with == 'none' else cfg.log_with
-    # torchrun or `accelerate launch --multi_gpu` without GPUs: without cpu=True each process would run
-    # alone as process 0 of 1 (no gradient sync, all writing the same files); with it they talk over gloo
-    cpu_only_ddp = int(os.environ.get('WORLD_SIZE', '1')) > 1 and not torch.cuda.is_available()
     accelerator = Accelerator(
-        cpu=cpu_only_ddp, mixed_precision=cfg.mixed_precision, log_with=log_with, project_dir=str(out),
+        cpu=cpu_only_ddp(), mixed_precision=cfg.mixed_precision, log_with=log_with, project_dir=str(out),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     if accelerator.is_main_process:
         write_json_atomic(out / 'train_config.json', {'config': cfg.identity(), 'space_def': space_def,

@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from test_search_cli import TINY_RES as CLI_RES
 from test_search_training import TINY_RES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,3 +180,40 @@ def test_two_cpu_processes_train_one_supernet(tmp_path, one_torch_thread):
     set_seed(SEED)  # train_supernet's seed before it builds the net: the initial weights of both runs
     initial = _params(SuperNet(space, num_classes=4).state_dict())
     assert _max_diff(rank0, initial) > 0.05  # it trained (by 0.29 here)
+
+
+def test_two_cpu_processes_search_the_same_family_as_one(tmp_path, one_torch_thread):
+    """``search`` divides candidates between the processes and gathers the scores: the family, every
+    score and the report's numbers equal one process's search (each candidate is recalibrated and scored
+    whole on one process, so nothing about it depends on the process count)."""
+    from scalenet_models.spec import write_json_atomic
+    from search.cli import demo_space, main, middle_window
+    from search.space import load_space
+    from search.training import TrainConfig, train_supernet
+
+    space_file = tmp_path / 'space.json'   # the search CLI tests' space: its scaling stages reach 2^s x base
+    write_json_atomic(space_file, demo_space('scalenet', width_scale=0.125, resolutions=CLI_RES, max_depth=2))
+    run = tmp_path / 'run'
+    train_supernet(TrainConfig(space=str(space_file), out=str(run), steps=3, batch_size=8, warmup_steps=1,
+                               checkpoint_every=0, synthetic_samples=96, synthetic_classes=4, log_with='none',
+                               eval_candidates=0, lr=0.05, seed=SEED, threads=1))
+    low, high = middle_window(load_space(space_file), samples=100, num_classes=10)
+    flags = ['--supernet', str(run), '--name', 'mp', '--iterations', '1', '--population', '6', '--generations', '2',
+             '--init-bases', '2', '--max-triples', '2', '--tolerance', '0.25', '--base-macs', str(low), str(high),
+             '--macs-classes', '10', '--calib-batches', '1', '--calib-batch-size', '8', '--eval-batch-size', '16',
+             '--no-weights']
+    env = {k: v for k, v in os.environ.items() if k != 'ACCELERATE_USE_CPU'}
+    env.update(OMP_NUM_THREADS='1', PYTHONPATH=str(ROOT))
+    cmd = ['accelerate', 'launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1',
+           '--main_process_port', str(_free_port()), '--mixed_precision', 'no', '--dynamo_backend', 'no',
+           '-m', 'search', 'search', '--out', str(tmp_path / 'ddp'), *flags]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert main(['search', '--out', str(tmp_path / 'single'), *flags]) == 0
+
+    reports = [(tmp_path / d / 'report.md').read_text() for d in ('ddp', 'single')]
+    assert '- processes: 2\n' in reports[0] and '- processes: 1\n' in reports[1]
+    ddp, single = (json.loads((tmp_path / d / 'family.json').read_text()) for d in ('ddp', 'single'))
+    assert ddp == single
+    caches = [json.loads((tmp_path / d / 'fitness_cache.json').read_text()) for d in ('ddp', 'single')]
+    assert caches[0] == caches[1] and len(caches[0]['top1']) > 4
