@@ -333,6 +333,13 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--workers', type=int, default=0, help='data-loader workers for the calibration/held-out sets')
 
 
+def _main_process() -> bool:
+    """Whether this is the process that prints results (the only one when not launched as several)."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='python -m search', description='ScaleNet / SCARLET-style search: train a '
                                      'supernet, search a family, export weights, check exports, or run the demo.',
@@ -403,7 +410,8 @@ def main(argv=None) -> int:
     try:
         if args.command == 'train-supernet':
             summary = train_supernet(config_from_args(args))
-            print(json.dumps({k: v for k, v in summary.items()}, indent=1))
+            if _main_process():
+                print(json.dumps({k: v for k, v in summary.items()}, indent=1))
         elif args.command == 'search':
             from .evaluation import EvalSettings
             from .evolution import MCEAConfig, NSGAConfig
@@ -420,9 +428,10 @@ def main(argv=None) -> int:
             summary = run_search(args.supernet, args.out, args.name, mcea, nsga, settings, not args.no_weights,
                                  args.workers)
             from .report import format_table
-            print(format_table(summary['rows'], summary['macs_classes']))
-            print(f'wrote {args.out}/family.json, report.md, plots'
-                  + (' and weights/' if not args.no_weights else ''))
+            if _main_process():
+                print(format_table(summary['rows'], summary['macs_classes']))
+                print(f'wrote {args.out}/family.json, report.md, plots'
+                      + (' and weights/' if not args.no_weights else ''))
         elif args.command == 'export':
             for p in export_weights(args.supernet, args.family_dir):
                 print(p)

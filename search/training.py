@@ -245,6 +245,8 @@ def train_supernet(cfg: TrainConfig) -> dict:
         optimizer.zero_grad(set_to_none=True)
         scheduler.step_update(step + 1)
         step_loss /= len(paths)
+        if accelerator.num_processes > 1:  # the loss of the whole global batch, not of this process's slice
+            step_loss = accelerator.reduce(torch.tensor(step_loss, device=accelerator.device), 'mean').item()
         loss_avg = step_loss if loss_avg is None else 0.9 * loss_avg + 0.1 * step_loss
         lr = optimizer.param_groups[0]['lr']
         bar.update(1)

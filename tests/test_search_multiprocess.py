@@ -177,6 +177,9 @@ def test_two_cpu_processes_train_one_supernet(tmp_path, one_torch_thread):
     single_params = _params(load_file(tmp_path / 'single' / 'supernet.safetensors'))
     assert _max_diff(rank0, single_params) < 1e-3
     assert abs(single['img_per_s'] * single['seconds'] / images - 1) < 0.05, single
+    # the reported loss is the global batch's (averaged over the processes), printed once
+    assert abs(metrics['final_loss_ema'] - single['final_loss_ema']) < 1e-4, (metrics, single)
+    assert proc.stdout.count('"resumed_from"') == 1
     set_seed(SEED)  # train_supernet's seed before it builds the net: the initial weights of both runs
     initial = _params(SuperNet(space, num_classes=4).state_dict())
     assert _max_diff(rank0, initial) > 0.05  # it trained (by 0.29 here)
