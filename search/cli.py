@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .training import SAMPLINGS, TrainConfig, config_from_args, cpu_only_ddp, load_supernet, train_supernet
 
-DEMO_CLASSES = 4
+DEMO_CLASSES = 10
 DEMO_RESOLUTIONS = [[24], [24, 26, 27], [29, 31, 33], [34, 36, 38]]  # the real grid x 24/224
 
 
