@@ -83,6 +83,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _launch_two(*args: str) -> subprocess.CompletedProcess:
+    """``accelerate launch`` two CPU processes (gloo) on ``args``; fails the test with their output if they fail."""
+    env = {k: v for k, v in os.environ.items() if k != 'ACCELERATE_USE_CPU'}
+    env.update(OMP_NUM_THREADS='1', PYTHONPATH=str(ROOT))
+    cmd = ['accelerate', 'launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1',
+           '--main_process_port', str(_free_port()), '--mixed_precision', 'no', '--dynamo_backend', 'no', *args]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
 def _params(state: dict) -> dict:
     """Trained tensors only: BN running statistics are per process (each updates them with its own
     slice, and the closing evaluation recalibrates them per candidate, different ones per process)."""
@@ -142,13 +153,7 @@ def test_two_cpu_processes_train_one_supernet(tmp_path, one_torch_thread):
     worker = tmp_path / 'worker.py'
     worker.write_text(WORKER)
     run = tmp_path / 'ddp'
-    env = {k: v for k, v in os.environ.items() if k != 'ACCELERATE_USE_CPU'}
-    env.update(OMP_NUM_THREADS='1', PYTHONPATH=str(ROOT))
-    cmd = ['accelerate', 'launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1',
-           '--main_process_port', str(_free_port()), '--mixed_precision', 'no', '--dynamo_backend', 'no',
-           str(worker), str(tmp_path), 'train-supernet', '--out', str(run), *flags]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = _launch_two(str(worker), str(tmp_path), 'train-supernet', '--out', str(run), *flags)
 
     # two processes of one group, each with its own supernet; only the main process writes the run's files
     ranks = [json.loads((tmp_path / f'rank{r}.json').read_text()) for r in (0, 1)]
@@ -205,13 +210,7 @@ def test_two_cpu_processes_search_the_same_family_as_one(tmp_path, one_torch_thr
              '--init-bases', '2', '--max-triples', '2', '--tolerance', '0.25', '--base-macs', str(low), str(high),
              '--macs-classes', '10', '--calib-batches', '1', '--calib-batch-size', '8', '--eval-batch-size', '16',
              '--no-weights']
-    env = {k: v for k, v in os.environ.items() if k != 'ACCELERATE_USE_CPU'}
-    env.update(OMP_NUM_THREADS='1', PYTHONPATH=str(ROOT))
-    cmd = ['accelerate', 'launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1',
-           '--main_process_port', str(_free_port()), '--mixed_precision', 'no', '--dynamo_backend', 'no',
-           '-m', 'search', 'search', '--out', str(tmp_path / 'ddp'), *flags]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _launch_two('-m', 'search', 'search', '--out', str(tmp_path / 'ddp'), *flags)
     assert main(['search', '--out', str(tmp_path / 'single'), *flags]) == 0
 
     reports = [(tmp_path / d / 'report.md').read_text() for d in ('ddp', 'single')]
