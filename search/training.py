@@ -120,8 +120,12 @@ def _diff(saved: dict, now: dict) -> list[str]:
     return lines
 
 
-def check_resume(out: Path, cfg: TrainConfig, space_def: dict) -> None:
-    """Refuse to resume a run whose settings or search space differ, naming every difference."""
+def check_resume(out: Path, cfg: TrainConfig, space_def: dict, num_processes: int = 1) -> None:
+    """Refuse to resume a run whose settings, search space or process count differ, naming every difference.
+
+    The process count is part of the run: each process takes its slice of a global batch of
+    ``batch_size x num_processes`` images, so another count would silently change the training.
+    """
     saved_path = out / 'train_config.json'
     if not saved_path.is_file():
         raise ResumeError(f'{out}: no train_config.json, so this is not a supernet run folder; '
@@ -131,6 +135,10 @@ def check_resume(out: Path, cfg: TrainConfig, space_def: dict) -> None:
     if saved.get('space_def') != space_def:
         lines.append(f'  space definition: the checkpoint was trained on space {saved.get("space_def", {}).get("name")!r} '
                      f'with different contents than {space_def.get("name")!r} now')
+    saved_processes = saved.get('num_processes', num_processes)
+    if saved_processes != num_processes:
+        lines.append(f'  processes: {saved_processes} in the checkpoint, {num_processes} now (the global batch is '
+                     f'--batch-size x processes; launch {saved_processes} processes to resume)')
     if lines:
         raise ResumeError(f'cannot resume {out}: the checkpoint was made with other settings:\n' + '\n'.join(lines) +
                           f'\nResume with the original settings (see {saved_path}) or start a new run in another --out.')
@@ -181,20 +189,20 @@ def train_supernet(cfg: TrainConfig) -> dict:
     if cfg.sampling not in SAMPLINGS:
         raise ValueError(f'sampling: unknown {cfg.sampling!r}; choose one of {", ".join(SAMPLINGS)}')
     load_size = cfg.load_size or max_resolution(space)
-    if cfg.resume:
-        if not checkpoints(out):
-            raise ResumeError(f'{out}: no checkpoint to resume from (looked in {out / "checkpoints"}); '
-                              f'drop --resume to start a new run')
-        check_resume(out, cfg, space_def)
-    elif checkpoints(out) or (out / 'supernet.safetensors').exists():
-        raise ResumeError(f'{out} already holds a supernet run; pass --resume to continue it or choose another --out')
-
     log_with = None if cfg.log_with == 'none' else cfg.log_with
     accelerator = Accelerator(
         cpu=cpu_only_ddp(), mixed_precision=cfg.mixed_precision, log_with=log_with, project_dir=str(out),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    if cfg.resume:
+        if not checkpoints(out):
+            raise ResumeError(f'{out}: no checkpoint to resume from (looked in {out / "checkpoints"}); '
+                              f'drop --resume to start a new run')
+        check_resume(out, cfg, space_def, accelerator.num_processes)
+    elif checkpoints(out) or (out / 'supernet.safetensors').exists():
+        raise ResumeError(f'{out} already holds a supernet run; pass --resume to continue it or choose another --out')
     if accelerator.is_main_process:
         write_json_atomic(out / 'train_config.json', {'config': cfg.identity(), 'space_def': space_def,
+                                                      'num_processes': accelerator.num_processes,
                                                       'command': ' '.join(sys.argv)})
     set_seed(cfg.seed)
     data = build_search_data(cfg.dataset, cfg.data_dir, load_size, cfg.val_fraction, cfg.seed,

@@ -88,6 +88,13 @@ def test_resume_refuses_changed_settings_and_other_space(tmp_path):
         train_supernet(_cfg(tmp_path, other, steps=3, resume=True))
     with pytest.raises(ResumeError, match='--resume'):
         train_supernet(_cfg(tmp_path, space, steps=3))
+    # a run made by two processes cannot go on in one: the global batch would halve
+    saved_path = tmp_path / 'run' / 'train_config.json'
+    saved = json.loads(saved_path.read_text())
+    assert saved['num_processes'] == 1
+    saved_path.write_text(json.dumps({**saved, 'num_processes': 2}))
+    with pytest.raises(ResumeError, match=r'processes: 2 in the checkpoint, 1 now .*launch 2 processes'):
+        train_supernet(_cfg(tmp_path, space, steps=3, resume=True))
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
