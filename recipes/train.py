@@ -20,6 +20,8 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from scalenet_models.distributed import cpu_only_ddp
+
 from .config import ConfigError, resolve, write_yaml_atomic
 
 
@@ -89,10 +91,8 @@ def train(cfg: dict, splits=None) -> nn.Module:
         log_with = [CSVTracker('train', run_dir / 'tracker')]
     else:
         log_with = None if cfg['log_with'] == 'none' else cfg['log_with']
-    # torchrun / `accelerate launch --multi_gpu` on a machine without GPUs: processes talk over gloo
-    cpu_only_ddp = int(os.environ.get('WORLD_SIZE', '1')) > 1 and not torch.cuda.is_available()
     accelerator = Accelerator(
-        cpu=cpu_only_ddp,
+        cpu=cpu_only_ddp(),
         mixed_precision=_mixed_precision(cfg),
         gradient_accumulation_steps=cfg['grad_accum_steps'],
         log_with=log_with,

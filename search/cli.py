@@ -13,7 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from .training import SAMPLINGS, TrainConfig, config_from_args, cpu_only_ddp, load_supernet, train_supernet
+from scalenet_models.distributed import cpu_only_ddp
+
+from .training import SAMPLINGS, TrainConfig, config_from_args, load_supernet, train_supernet
 
 DEMO_CLASSES = 10
 DEMO_RESOLUTIONS = [[24], [24, 26, 27], [29, 31, 33], [34, 36, 38]]  # the real grid x 24/224
@@ -333,13 +335,6 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--workers', type=int, default=0, help='data-loader workers for the calibration/held-out sets')
 
 
-def _main_process() -> bool:
-    """Whether this is the process that prints results (the only one when not launched as several)."""
-    from accelerate import PartialState
-
-    return PartialState().is_main_process
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='python -m search', description='ScaleNet / SCARLET-style search: train a '
                                      'supernet, search a family, export weights, check exports, or run the demo.',
@@ -406,12 +401,13 @@ def main(argv=None) -> int:
     from .space import SpaceError
     from .training import ResumeError
 
+    from accelerate import PartialState
+
     args = _parse(argv)
     try:
         if args.command == 'train-supernet':
             summary = train_supernet(config_from_args(args))
-            if _main_process():
-                print(json.dumps({k: v for k, v in summary.items()}, indent=1))
+            PartialState().print(json.dumps(summary, indent=1))  # once, not per process
         elif args.command == 'search':
             from .evaluation import EvalSettings
             from .evolution import MCEAConfig, NSGAConfig
@@ -428,10 +424,9 @@ def main(argv=None) -> int:
             summary = run_search(args.supernet, args.out, args.name, mcea, nsga, settings, not args.no_weights,
                                  args.workers)
             from .report import format_table
-            if _main_process():
-                print(format_table(summary['rows'], summary['macs_classes']))
-                print(f'wrote {args.out}/family.json, report.md, plots'
-                      + (' and weights/' if not args.no_weights else ''))
+            PartialState().print(format_table(summary['rows'], summary['macs_classes']))
+            PartialState().print(f'wrote {args.out}/family.json, report.md, plots'
+                                 + (' and weights/' if not args.no_weights else ''))
         elif args.command == 'export':
             for p in export_weights(args.supernet, args.family_dir):
                 print(p)

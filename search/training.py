@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from scalenet_models.atomic import save_safetensors_atomic
+from scalenet_models.distributed import cpu_only_ddp
 from scalenet_models.spec import write_json_atomic
 
 from .data import StepBatchSampler, build_search_data, resize_batch
@@ -159,15 +160,6 @@ def _save_checkpoint(accelerator, out: Path, step: int, keep: int) -> None:
     accelerator.wait_for_everyone()
 
 
-
-
-def cpu_only_ddp() -> bool:
-    """Launched as several processes (torchrun, ``accelerate launch --multi_gpu``) on a machine without GPUs.
-
-    Accelerate then needs ``cpu=True``: otherwise each process runs alone as process 0 of 1 (no gradient
-    sync, every process writing the same files); with it they talk over gloo.
-    """
-    return int(os.environ.get('WORLD_SIZE', '1')) > 1 and not torch.cuda.is_available()
 
 
 def train_supernet(cfg: TrainConfig) -> dict:
