@@ -235,3 +235,26 @@ def test_any_resolution_and_dropout():
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(net(x), net(x))
     assert copy.deepcopy(net).export(net.active).drop_rate == 0.5
+
+
+def test_fresh_supernet_optional_layers_are_identities_and_the_head_starts_near_chance():
+    """The init (docs/search-space.md): a layer after the first of its stage starts as the identity, so
+    a deep and a shallow candidate compute the same logits before training; the classifier starts small,
+    so the loss starts near ln(num_classes), not timm's ~3.6 for 10 classes."""
+    space = load_space('scalenet', width_scale=0.25)
+    torch.manual_seed(0)
+    net = SuperNet(space, num_classes=10).train()  # batch statistics: fresh running ones shrink activations to ~0
+    shallow = space.sample_base(random.Random(3))
+    deep = replace(shallow, depths=tuple(max(st.depths) for st in space.stages),
+                   kernels=tuple(k + (k[-1],) * (max(st.depths) - len(k)) for k, st in zip(shallow.kernels, space.stages)))
+    assert deep.depths != shallow.depths
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        outs = []
+        for base in (shallow, deep):
+            net.set_active(space.candidate(base, space.scaling_stages[0][0]))
+            outs.append(net(x))
+    assert outs[0].abs().max() > 0.05      # real logits, not a vanished signal
+    torch.testing.assert_close(outs[0], outs[1])
+    loss = F.cross_entropy(outs[0], torch.randint(0, 10, (4,))).item()
+    assert abs(loss - torch.log(torch.tensor(10.0)).item()) < 0.1, loss
